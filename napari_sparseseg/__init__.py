@@ -1,0 +1,2 @@
+"""napari-sparseseg."""
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""One module per ``sparseseg`` sub-command (see ``napari_sparseseg/cli.py``)."""
