@@ -1,0 +1,44 @@
+"""Active learning: which slice should the user correct next?  Small pluggable strategies."""
+
+from __future__ import annotations
+
+from .base import FULLY_LABELLED, ReviewContext, SliceStrategy, next_slice, rank_slices
+from .strategies import (
+    DisagreementStrategy,
+    EntropyStrategy,
+    RandomStrategy,
+    SequentialStrategy,
+    normalized_entropy,
+)
+
+STRATEGIES: dict[str, type] = {
+    "entropy": EntropyStrategy,
+    "disagreement": DisagreementStrategy,
+    "random": RandomStrategy,
+    "sequential": SequentialStrategy,
+}
+
+
+def get_strategy(name: str, **kwargs) -> SliceStrategy:
+    """Instantiate a strategy by name; unknown names list the known ones."""
+    try:
+        cls = STRATEGIES[name]
+    except KeyError:
+        raise ValueError(f"unknown strategy {name!r}; choose one of {sorted(STRATEGIES)}") from None
+    return cls(**kwargs)
+
+
+__all__ = [
+    "FULLY_LABELLED",
+    "STRATEGIES",
+    "DisagreementStrategy",
+    "EntropyStrategy",
+    "RandomStrategy",
+    "ReviewContext",
+    "SequentialStrategy",
+    "SliceStrategy",
+    "get_strategy",
+    "next_slice",
+    "normalized_entropy",
+    "rank_slices",
+]
