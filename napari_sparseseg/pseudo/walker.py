@@ -1,0 +1,145 @@
+"""Random-walker pseudo-labels: the classical baseline and the backbone of the fusion.
+
+Per slice along axis 0 (the thick-slice axis of clinical scans), scikit-image's random walker spreads
+the user's marks along intensity edges.  Slices without marks are handled by ``unmarked``:
+
+* ``"walker3d"`` -- one 3D walker over the whole volume (in-plane downsampled for speed) gives the
+  unmarked slices their labels, with its max probability as confidence;
+* ``"nearest"``  -- copy the probabilities of the nearest slice that has marks;
+* ``"ignore"``   -- background with confidence 0 (the loss will not look at them).
+
+Pitfall handled here: ``random_walker(..., return_full_prob=True)`` returns one channel per *present*
+positive seed value, in sorted order, so seeds 1, 3, 4 come back as channels 0, 1, 2.  We map them back.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Callable
+
+import numpy as np
+from scipy import ndimage as ndi
+from skimage.segmentation import random_walker
+
+from ..annotations.sparse import SparseAnnotation
+from .normalize import normalize_intensity
+from .types import PseudoLabels
+
+UNMARKED_MODES = ("walker3d", "nearest", "ignore")
+
+
+def seed_channels(marks: np.ndarray, background_label: int, classes: tuple[int, ...]) -> np.ndarray:
+    """Sparse marks -> seed image with value ``channel + 1`` (channel 0 = background), 0 = unmarked."""
+    seeds = np.zeros(marks.shape, dtype=np.int32)
+    seeds[marks == background_label] = 1
+    for i, c in enumerate(classes):
+        seeds[marks == c] = i + 2
+    return seeds
+
+
+def walker_probabilities(
+    image: np.ndarray, seeds: np.ndarray, n_channels: int, *, beta: float = 130.0, spacing=None
+) -> np.ndarray:
+    """Full probabilities ``(n_channels, *image.shape)`` from seeds valued ``channel + 1``.
+
+    Channels with no seed get probability 0.  With a single seed value, that channel gets 1 everywhere.
+    """
+    present = [int(v) for v in np.unique(seeds) if v > 0]
+    out = np.zeros((n_channels,) + image.shape, dtype=np.float32)
+    if not present:
+        raise ValueError("no seeds")
+    if len(present) == 1:
+        out[present[0] - 1] = 1.0
+        return out
+    with warnings.catch_warnings():
+        # the solver's tolerance lets probabilities overshoot [0, 1] slightly; we clip below
+        warnings.filterwarnings("ignore", message="The probability range is outside")
+        prob = random_walker(
+            image.astype(np.float64), seeds, beta=beta, mode="cg_j", tol=1e-3, return_full_prob=True,
+            spacing=spacing,
+        )
+    prob = np.clip(prob, 0.0, 1.0)
+    # prob[k] belongs to the k-th *present* seed value (sorted), not to value k + 1
+    for k, v in enumerate(present):
+        out[v - 1] = prob[k]
+    return out
+
+
+def _walker3d(image: np.ndarray, seeds: np.ndarray, n_channels: int, beta: float,
+              spacing: tuple[float, ...], max_inplane: int = 128) -> np.ndarray:
+    """3D walker, in-plane downsampled so that no in-plane side exceeds ``max_inplane``."""
+    f = max(1.0, max(image.shape[1:]) / max_inplane)
+    if f > 1.0:
+        small_shape = (image.shape[0],) + tuple(max(2, int(round(s / f))) for s in image.shape[1:])
+        zoom = [a / b for a, b in zip(small_shape, image.shape)]
+        img_s = ndi.zoom(image, zoom, order=1)
+        # nearest-neighbour downsampling would drop thin scribbles: max-pool each seed value instead
+        seeds_s = np.zeros(img_s.shape, dtype=np.int32)
+        for v in [int(u) for u in np.unique(seeds) if u > 0]:
+            m = ndi.zoom((seeds == v).astype(np.float32), zoom, order=1) > 0.25
+            seeds_s[m & (seeds_s == 0)] = v
+        sp = (spacing[0], spacing[1] * f, spacing[2] * f)
+    else:
+        img_s, seeds_s, sp = image, seeds, spacing
+    probs = walker_probabilities(img_s, seeds_s, n_channels, beta=beta, spacing=sp)
+    if f > 1.0:
+        zoom_back = [a / b for a, b in zip(image.shape, img_s.shape)]
+        probs = np.stack([ndi.zoom(p, zoom_back, order=1) for p in probs])
+        probs = probs[:, : image.shape[0], : image.shape[1], : image.shape[2]]
+        probs = np.clip(probs, 0, 1)
+        probs /= np.maximum(probs.sum(0, keepdims=True), 1e-6)
+    return probs.astype(np.float32)
+
+
+def random_walker_pseudo(
+    image: np.ndarray,
+    ann: SparseAnnotation,
+    *,
+    unmarked: str = "walker3d",
+    beta: float = 130.0,
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    progress: Callable[[int, int], None] | None = None,
+) -> PseudoLabels:
+    """Random-walker pseudo-labels per slice along axis 0 (see the module docstring)."""
+    if unmarked not in UNMARKED_MODES:
+        raise ValueError(f"unmarked must be one of {UNMARKED_MODES}, got {unmarked!r}")
+    img = normalize_intensity(image)
+    classes = tuple(ann.classes)
+    n_ch = len(classes) + 1
+    seeds = seed_channels(ann.labels, ann.background_label, classes)
+    probs = np.zeros((n_ch,) + img.shape, dtype=np.float32)
+    done = np.zeros(img.shape[0], dtype=bool)
+    n = img.shape[0]
+    for z in range(n):
+        s = seeds[z]
+        present = np.unique(s[s > 0])
+        if len(present) >= 2 or (len(present) == 1 and present[0] == 1):
+            # two or more labels, or background only ("nothing of interest on this slice")
+            probs[:, z] = walker_probabilities(img[z], s, n_ch, beta=beta, spacing=spacing[1:])
+            done[z] = True
+        if progress is not None:
+            progress(z + 1, n)
+    conf = probs.max(0)
+    todo = np.flatnonzero(~done)
+    mode_used = unmarked
+    if todo.size:
+        if not done.any() or unmarked == "ignore":
+            conf[todo] = 0.0
+            probs[0, todo] = 1.0
+            mode_used = "ignore" if done.any() else "ignore(no complete slice)"
+        elif unmarked == "nearest":
+            ref = np.flatnonzero(done)
+            for z in todo:
+                src = ref[np.argmin(np.abs(ref - z))]
+                probs[:, z] = probs[:, src]
+            conf[todo] = probs[:, todo].max(0)
+        else:
+            p3 = _walker3d(img, seeds, n_ch, beta, spacing)
+            probs[:, todo] = p3[:, todo]
+            conf[todo] = p3[:, todo].max(0)
+    lab_idx = probs.argmax(0)
+    lut = np.array((0,) + classes, dtype=np.int16)
+    labels = lut[lab_idx]
+    info = {"method": "random-walker", "unmarked": mode_used, "slices_with_marks": int(done.sum()),
+            "beta": beta}
+    return PseudoLabels(labels, conf, probs, classes, info).with_marks(ann)
