@@ -147,3 +147,16 @@ def test_combine_overrides_and_checks():
     assert c.labels[0, 0, 0] == 4 and c.labels[3, 3, 3] == 3 and c.classes == (1, 2, 3)
     with pytest.raises(AnnotationError, match="background labels differ"):
         combine(a, SparseAnnotation(lab.clip(0, 3), 5))
+
+
+def test_annotations_import_no_gui_or_torch():
+    """The headless core: building annotations must not pull in Qt, napari or torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, napari_sparseseg.annotations; "
+        "print(sorted(m for m in ('napari', 'qtpy', 'PyQt5', 'torch', 'monai') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
