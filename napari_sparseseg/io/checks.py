@@ -7,6 +7,8 @@ Policy (documented in the README's I/O section):
 - NaN or infinite intensities are rejected by default (``nonfinite="raise"``): they would silently
   turn every loss and normalisation into NaN.  ``nonfinite="fill"`` replaces them with the lowest
   finite value of the scan (background in MRI/CT) and records how many voxels were changed.
+  ``nonfinite="keep"`` exists for inspection only (``sparseseg info`` reports the count): nothing
+  that trains or predicts may use it.
 - Label maps must hold whole numbers; float files holding whole numbers (two hippocampus labels
   are stored as float32) are cast to the smallest integer type that holds them.
 """
@@ -57,13 +59,16 @@ def check_shape(shape: tuple[int, ...], name: str) -> tuple[tuple[int, int, int]
 
 def check_array_values(arr: np.ndarray, name: str, nonfinite: str, meta: dict[str, Any]) -> np.ndarray:
     """Apply the NaN/inf policy to an image array (see module docstring)."""
-    if nonfinite not in ("raise", "fill"):
-        raise ValueError(f"nonfinite must be 'raise' or 'fill', not {nonfinite!r}")
+    if nonfinite not in ("raise", "fill", "keep"):
+        raise ValueError(f"nonfinite must be 'raise', 'fill' or 'keep', not {nonfinite!r}")
     if arr.dtype.kind != "f":
         return arr
     bad = ~np.isfinite(arr)
     n_bad = int(bad.sum())
     if n_bad == 0:
+        return arr
+    if nonfinite == "keep":
+        meta.setdefault("notes", []).append(f"{n_bad} voxels are NaN or infinite")
         return arr
     if nonfinite == "raise" or n_bad == arr.size:
         raise VolumeError(
