@@ -51,6 +51,15 @@ def test_dice_multiclass_and_empty_conventions():
     assert set(dice_per_class(pred, gt)) == {1, 2, 3}  # default: classes present in either
 
 
+def test_dice_large_label_ids_match_small_ids():
+    rng = np.random.default_rng(0)
+    gt = rng.integers(0, 3, (6, 7, 8))
+    pred = rng.integers(0, 3, (6, 7, 8))
+    small = dice_per_class(pred, gt, [1, 2])
+    big = dice_per_class(np.where(pred == 2, 30000, pred), np.where(gt == 2, 30000, gt), [1, 30000])
+    assert big == pytest.approx({1: small[1], 30000: small[2]})
+
+
 def test_dice_rejects_other_grid():
     with pytest.raises(VolumeError, match="does not match"):
         dice_per_class(np.zeros((3, 4, 5)), np.zeros((3, 4, 6)))

@@ -66,6 +66,13 @@ def dice_per_class(pred: np.ndarray, gt: np.ndarray, classes: Iterable[int] | No
     g = gt.astype(np.int64, copy=False).ravel()
     if p.size and (p.min() < 0 or g.min() < 0):
         raise VolumeError("label maps must not hold negative values")
+    if n > 512:  # sparse, large label ids: a joint histogram would be n*n; count per class instead
+        out_big: dict[int, float] = {}
+        for c in cls:
+            pc, gc = p == c, g == c
+            denom = int(pc.sum()) + int(gc.sum())
+            out_big[c] = 1.0 if denom == 0 else float(2.0 * np.count_nonzero(pc & gc) / denom)
+        return out_big
     joint = np.bincount(p * n + g, minlength=n * n).reshape(n, n)
     npred = joint.sum(axis=1)
     ngt = joint.sum(axis=0)
