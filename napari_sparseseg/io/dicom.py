@@ -99,6 +99,15 @@ def read_dicom_series(folder: str | Path, *, nonfinite: str = "raise") -> Volume
             f"{folder.name}: no DICOM image slices among {len(files)} files (e.g. {files[0].name}); "
             "is this a DICOM series folder?"
         )
+    try:
+        return _assemble(folder, headers, skipped, nonfinite)
+    except (VolumeError, MemoryError):
+        raise
+    except Exception as exc:  # a malformed element parsed lazily by pydicom (bad VR, text in an int)
+        raise VolumeError(f"{folder.name}: corrupt DICOM header ({reason(exc)})") from exc
+
+
+def _assemble(folder: Path, headers: list[tuple[Path, Any]], skipped: list[Path], nonfinite: str) -> Volume:
     series: dict[str, list[tuple[Path, Any]]] = defaultdict(list)
     for f, ds in headers:
         series[str(getattr(ds, "SeriesInstanceUID", ""))].append((f, ds))

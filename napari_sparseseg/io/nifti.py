@@ -52,7 +52,11 @@ def read_nifti_header(path: str | Path) -> tuple[tuple[int, ...], tuple[float, .
     """Shape, spacing (array order) and volume affine from the header only (no voxel data read)."""
     path = Path(path)
     img = _load(path)
-    shape, _ = check_shape(tuple(int(s) for s in img.header.get_data_shape()), path.name)
+    try:
+        file_shape = tuple(int(s) for s in img.header.get_data_shape())
+    except Exception as exc:
+        raise VolumeError(f"{path.name}: corrupt NIfTI header ({reason(exc)})") from exc
+    shape, _ = check_shape(file_shape, path.name)
     vol_affine = _volume_affine(img, path)
     sp = tuple(float(s) for s in np.linalg.norm(vol_affine[:3, :3], axis=0))
     return tuple(reversed(shape)), sp, vol_affine
@@ -78,10 +82,16 @@ def read_nifti(path: str | Path, *, nonfinite: str = "raise", is_label: bool = F
     """
     path = Path(path)
     img = _load(path)
-    shape, notes = check_shape(tuple(int(s) for s in img.header.get_data_shape()), path.name)
-    dtype = img.header.get_data_dtype()
+    try:
+        file_shape = tuple(int(s) for s in img.header.get_data_shape())
+        dtype = img.header.get_data_dtype()
+        offset = int(img.header.get_data_offset())
+    except Exception as exc:  # nonsense header fields
+        raise VolumeError(f"{path.name}: corrupt NIfTI header ({reason(exc)})") from exc
+    shape, notes = check_shape(file_shape, path.name)
     if dtype.fields is not None or dtype.kind not in "biuf":
         raise VolumeError(f"{path.name}: unsupported voxel type {dtype} (need a scalar integer or float image)")
+    _check_size(path, offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize)
     affine = _volume_affine(img, path)
     try:
         data = np.asanyarray(img.dataobj)
@@ -103,6 +113,23 @@ def read_nifti(path: str | Path, *, nonfinite: str = "raise", is_label: bool = F
     if not is_label:
         arr = check_array_values(arr, path.name, nonfinite, meta)
     return Volume(array=arr, affine=affine, name=nifti_stem(path), source=path, meta=meta)
+
+
+def _check_size(path: Path, expected: int) -> None:
+    """Refuse a header that promises more data than the file can hold, *before* nibabel allocates it.
+
+    Deflate cannot compress better than about 1032:1, which bounds a .nii.gz; a corrupt header
+    claiming gigabytes would otherwise make nibabel allocate that buffer and only then fail.
+    """
+    size = path.stat().st_size
+    gz = path.name.lower().endswith(".gz")
+    limit = size * 1032 + 65536 if gz else size
+    if expected > limit:
+        what = "compressed file of" if gz else "file of"
+        raise VolumeError(
+            f"{path.name}: truncated or corrupt: the header needs {expected} bytes but a {what} {size} bytes "
+            "cannot hold them"
+        )
 
 
 # ---------------------------------------------------------------------------------------- writing
