@@ -167,3 +167,20 @@ def test_open_nifti_in_real_viewer_picks_plugin_without_dialog(
     vol = Volume.from_napari_layer(layer2)
     np.testing.assert_allclose(vol.spacing, tuple(reversed(nib.load(str(tumor)).header.get_zooms())), rtol=1e-5)
     np.testing.assert_allclose(vol.affine, read_volume(tumor).affine, atol=1e-9)
+
+
+def test_volume_from_reader_layer_writes_bit_identical_affine(tmp_path: Path, sample_dir: Path) -> None:
+    """The widget path: layer -> Volume.from_napari_layer -> write_labels_nifti keeps the source header."""
+    from napari.layers import Image
+
+    from napari_sparseseg.io import write_labels_nifti
+
+    src = _case(sample_dir, *TUMOR)
+    [(data, kw, _)] = read_layers(str(src))
+    layer = Image(data, **kw)
+    like = Volume.from_napari_layer(layer)
+    out = write_labels_nifti(tmp_path / "seg.nii.gz", np.zeros(like.shape, np.uint8), like)
+    back, orig = nib.load(str(out)), nib.load(str(src))
+    assert np.array_equal(back.affine, orig.affine)
+    for field in ("qform_code", "sform_code", "quatern_b", "quatern_c", "quatern_d", "qoffset_x", "pixdim"):
+        assert np.array_equal(back.header[field], orig.header[field]), field  # the source header was reused

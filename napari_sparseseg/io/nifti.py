@@ -137,7 +137,9 @@ def _header_for(like: Volume, data_shape: tuple[int, ...]) -> Any | None:
     """The source header, if ``like`` still has it and its affine is ``like``'s affine."""
     import nibabel as nib
 
-    raw = like.meta.get("nifti_header") if like.meta else None
+    meta = like.meta or {}
+    # "sparseseg_nifti_header" is the napari layer-metadata key (Volume.from_napari_layer keeps it)
+    raw = meta.get("nifti_header", meta.get("sparseseg_nifti_header"))
     if not isinstance(raw, (bytes, bytearray)) or len(raw) not in (348, 540):
         return None
     try:
