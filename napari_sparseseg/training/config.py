@@ -1,0 +1,88 @@
+"""The trainer's settings and the events it yields (the contract the napari widget codes against)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one training run.  Defaults are tuned for ~60-120 s per volume on 2 CPU cores.
+
+    Attributes:
+        seed: seeds torch, numpy and the augmentation generator.
+        device: ``"auto"`` (CUDA, then MPS, then CPU), or any torch device string.
+        network: ``"auto"`` (2D for anisotropic/few-slice scans, else 3D), ``"unet2d"``, ``"unet3d"``.
+        budget_seconds: training wall time (paused time not counted); ``max_steps`` stops earlier.
+        lr, weight_decay: AdamW; the learning rate follows a cosine over the budget.
+        batch: crops per step.  patch: crop size, ``None`` = (96, 96) in 2D, (32, 48, 48) in 3D.
+        threshold: pseudo-labels with confidence below it are ignored (SA-Net's ``t``).
+        w_marks, w_pseudo, w_dice, w_consistency: loss weights (marks CE, pseudo CE, pseudo Dice,
+            two-view consistency).
+        pseudo_input: also feed the pseudo-label probabilities to the network as input channels,
+            so it learns corrections on top of them instead of starting from nothing.
+        prior_residual: with ``pseudo_input``, add the prior's log-probabilities to the output, so
+            the untrained net already predicts the pseudo-labels (see models.PriorResidual).
+        channels: U-Net channels (``None`` = per-dimension default).
+        preview_every_seconds: full-volume prediction period; ``first_preview_seconds`` the first.
+        step_event_every_seconds: how often ``"step"`` events are yielded (each step is not).
+        threads: ``torch.set_num_threads`` for the run (None leaves it alone).
+        augment: flips, small rotations (2D), intensity.
+        sw_roi: sliding-window inference size (2D: (Y, X), 3D: (Z, Y, X)); None = defaults.
+        warm_budget_seconds: training time after :meth:`Trainer.update_annotation`
+            (``None`` = half the budget).
+    """
+
+    seed: int = 0
+    device: str = "auto"
+    network: str = "auto"
+    budget_seconds: float = 90.0
+    max_steps: int | None = None
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    batch: int = 8
+    patch: tuple[int, ...] | None = None
+    threshold: float = 0.5
+    w_marks: float = 1.0
+    w_pseudo: float = 1.0
+    w_dice: float = 0.5
+    w_consistency: float = 0.1
+    pseudo_input: bool = True
+    prior_residual: bool = True
+    channels: tuple[int, ...] | None = None
+    preview_every_seconds: float = 10.0
+    first_preview_seconds: float = 4.0
+    step_event_every_seconds: float = 0.5
+    threads: int | None = 2
+    augment: bool = True
+    sw_roi: tuple[int, ...] | None = None
+    warm_budget_seconds: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TrainEvent:
+    """One progress report from :meth:`Trainer.run`.
+
+    ``kind``: ``"step"`` (losses), ``"prediction"`` (a full-volume preview), ``"done"`` (final
+    prediction attached), ``"cancelled"``, ``"error"`` (``message`` says what went wrong).
+    ``prediction`` is an int16 label map on the image grid (0 = background), ``uncertainty`` the
+    normalised entropy in [0, 1], ``changed`` the bounding box of voxels whose label changed since
+    the previous prediction (None when nothing changed or there was no previous one).
+    """
+
+    kind: str
+    step: int = 0
+    elapsed: float = 0.0
+    eta: float | None = None
+    lr: float = 0.0
+    losses: dict[str, float] = field(default_factory=dict)
+    prediction: np.ndarray | None = None
+    uncertainty: np.ndarray | None = None
+    changed: tuple[slice, slice, slice] | None = None
+    message: str = ""

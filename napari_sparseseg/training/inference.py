@@ -1,0 +1,65 @@
+"""Full-volume prediction with MONAI's sliding-window inference (large volumes fit in memory).
+
+2D networks run slice by slice (in small chunks, so a cancel is noticed between chunks); 3D
+networks run sliding windows over the volume.  Windows are multiples of 8 because the U-Net halves
+the grid three times.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from monai.inferers import sliding_window_inference
+
+DEFAULT_ROI_2D = (256, 256)
+DEFAULT_ROI_3D = (64, 96, 96)
+SLICE_CHUNK = 8
+
+
+def _roi(shape: Sequence[int], roi: Sequence[int]) -> tuple[int, ...]:
+    """Window no bigger than needed, rounded up to a multiple of 8."""
+    return tuple(int(-(-min(s, r) // 8) * 8) for s, r in zip(shape, roi))
+
+
+@torch.no_grad()
+def predict_probabilities(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    dims: int,
+    device: torch.device,
+    roi: Sequence[int] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> torch.Tensor | None:
+    """Softmax ``(K, Z, Y, X)`` (float32, CPU) for input ``x`` ``(C, Z, Y, X)``; None if stopped."""
+    was_training = model.training
+    model.eval()
+    try:
+        C, Z, Y, X = x.shape
+        if dims == 2:
+            win = _roi((Y, X), roi or DEFAULT_ROI_2D)
+            outs = []
+            for z0 in range(0, Z, SLICE_CHUNK):
+                if should_stop is not None and should_stop():
+                    return None
+                xb = x[:, z0 : z0 + SLICE_CHUNK].permute(1, 0, 2, 3).to(device)
+                logits = sliding_window_inference(xb, win, 4, model, overlap=0.25, mode="gaussian")
+                outs.append(torch.softmax(logits, 1).float().cpu())
+            return torch.cat(outs).permute(1, 0, 2, 3).contiguous()
+        win = _roi((Z, Y, X), roi or DEFAULT_ROI_3D)
+        if should_stop is not None and should_stop():
+            return None
+        logits = sliding_window_inference(x[None].to(device), win, 1, model, overlap=0.25, mode="gaussian")
+        return torch.softmax(logits, 1)[0].float().cpu()
+    finally:
+        model.train(was_training)
+
+
+def probabilities_to_outputs(prob: torch.Tensor, lut: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Label map (via ``lut``: channel -> class id) and normalised entropy uncertainty in [0, 1]."""
+    k = prob.shape[0]
+    labels = lut[prob.argmax(0).numpy()].astype(np.int16)
+    p = prob.clamp_min(1e-8)
+    ent = -(p * p.log()).sum(0) / np.log(k) if k > 1 else torch.zeros_like(p[0])
+    return labels, ent.clamp(0, 1).numpy().astype(np.float32)

@@ -1,0 +1,347 @@
+"""The weakly supervised trainer: a generator of progress events that can pause, cancel and warm-start.
+
+Why a generator: the same loop drives the CLI (progress bar), the benchmark and the napari worker
+(thread or subprocess); whoever iterates decides where events go.  Control calls (:meth:`pause`,
+:meth:`cancel`, :meth:`update_annotation`) are thread-safe flags checked between steps, and a step
+takes well under a second, so cancel is honoured within one second.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from ..annotations.sparse import IGNORE_INDEX, SparseAnnotation
+from ..errors import AnnotationError, CheckpointError
+from ..io.volume import Volume
+from ..models.networks import NetworkSpec, build_network, choose_network, default_spec
+from . import augment as aug
+from .checkpoint import check_compatible, load_checkpoint, save_checkpoint
+from .config import TrainConfig, TrainEvent
+from .data import (
+    TrainingData,
+    channel_to_class,
+    crop_batch,
+    mark_targets,
+    normalise_intensity,
+    pseudo_prior,
+    pseudo_targets,
+    sampling_centres,
+)
+from .inference import predict_probabilities, probabilities_to_outputs
+from .losses import consistency, partial_ce, soft_dice, weighted_ce
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    """``"auto"``: CUDA if present, then Apple MPS, else the CPU."""
+    if requested != "auto":
+        return torch.device(requested)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+class Trainer:
+    """Train (or fine-tune) a U-Net on one volume from marks + pseudo-labels, streaming predictions."""
+
+    def __init__(
+        self,
+        image: Volume,
+        annotation: SparseAnnotation,
+        config: TrainConfig | None = None,
+        pseudo: Any | None = None,
+        init: str | Path | dict | None = None,
+    ) -> None:
+        self.image = image
+        self.config = config or TrainConfig()
+        annotation.validate(image.shape)
+        self.annotation = annotation
+        self.classes = tuple(annotation.classes)
+        self.pseudo = pseudo
+        self.device = pick_device(self.config.device)
+        torch.manual_seed(self.config.seed)
+        self._rng = np.random.default_rng(self.config.seed)
+        self._gen = torch.Generator().manual_seed(self.config.seed)
+        self._norm_image, self.normalisation = normalise_intensity(image.array)
+        use_prior = self.config.pseudo_input and pseudo is not None
+        in_ch = 1 + (len(self.classes) + 1 if use_prior else 0)
+        init_state, init_meta = self._resolve_init(init)
+        if init_meta is not None:
+            check_compatible(init_meta, self.classes, in_ch, source=str(init_meta.get("_source", "checkpoint")))
+            self.spec = NetworkSpec.from_dict(init_meta["network"])
+        else:
+            dims = choose_network(image.spacing, image.shape, self.config.network)
+            self.spec = default_spec(dims, in_ch, len(self.classes) + 1, channels=self.config.channels)
+            self.spec.prior_residual = bool(use_prior and self.config.prior_residual)
+        self.use_prior = use_prior
+        self.model = build_network(self.spec).to(self.device)
+        if init_state is not None:
+            try:
+                self.model.load_state_dict(init_state)
+            except RuntimeError as exc:
+                raise CheckpointError(f"checkpoint weights do not fit {self.spec.name}: {str(exc).splitlines()[0]}") from None
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
+        self.step = 0
+        self._lock = threading.RLock()
+        self._pause = threading.Event()
+        self._cancel = threading.Event()
+        self._pending: tuple[SparseAnnotation, Any] | None = None
+        self._last_labels: np.ndarray | None = None
+        self._data = self._build_data(annotation, pseudo)
+
+    # ------------------------------------------------------------------ setup
+    @staticmethod
+    def _resolve_init(init: str | Path | dict | None) -> tuple[dict | None, dict | None]:
+        if init is None:
+            return None, None
+        if isinstance(init, dict):
+            if "state_dict" in init and "meta" in init:
+                return init["state_dict"], dict(init["meta"])
+            raise CheckpointError("init dict must hold 'state_dict' and 'meta' (as returned by load_checkpoint)")
+        state, meta = load_checkpoint(init)
+        meta["_source"] = Path(init).name
+        return state, meta
+
+    @property
+    def patch(self) -> tuple[int, ...]:
+        if self.config.patch is not None:
+            return tuple(self.config.patch)
+        return (96, 96) if self.spec.dims == 2 else (32, 48, 48)
+
+    def _build_data(self, ann: SparseAnnotation, pseudo: Any | None) -> TrainingData:
+        shape = self.image.shape
+        chans = [self._norm_image[None]]
+        if self.use_prior:
+            if pseudo is None:
+                raise AnnotationError("this model takes pseudo-labels as input; pass pseudo-labels too")
+            chans.append(pseudo_prior(pseudo, self.classes, shape))
+        x = torch.from_numpy(np.concatenate(chans, axis=0).astype(np.float32))
+        marks = mark_targets(ann)
+        if pseudo is not None:
+            pt, pw = pseudo_targets(pseudo, ann, self.config.threshold)
+            p_t, p_w = torch.from_numpy(pt), torch.from_numpy(pw)
+        else:
+            pt, p_t, p_w = None, None, None
+        centres, cw = sampling_centres(marks, pt, self._rng)
+        return TrainingData(x=x, marks=torch.from_numpy(marks), pseudo=p_t, weight=p_w, centres=centres, centre_weights=cw)
+
+    # --------------------------------------------------------------- controls
+    def pause(self) -> None:
+        self._pause.set()
+
+    def resume(self) -> None:
+        self._pause.clear()
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    @property
+    def paused(self) -> bool:
+        return self._pause.is_set()
+
+    def update_annotation(self, ann: SparseAnnotation, pseudo: Any | None = None) -> None:
+        """New marks (and optionally new pseudo-labels): training continues from the current weights."""
+        ann.validate(self.image.shape)
+        if tuple(ann.classes) != self.classes:
+            raise AnnotationError(f"classes changed from {list(self.classes)} to {list(ann.classes)}; start a new model")
+        with self._lock:
+            self._pending = (ann, pseudo if pseudo is not None else self.pseudo)
+
+    def _apply_pending(self) -> bool:
+        with self._lock:
+            pending, self._pending = self._pending, None
+        if pending is None:
+            return False
+        ann, pseudo = pending
+        data = self._build_data(ann, pseudo)
+        with self._lock:
+            self.annotation, self.pseudo, self._data = ann, pseudo, data
+        return True
+
+    # ------------------------------------------------------------------ steps
+    def _lr_at(self, frac: float) -> float:
+        """Cosine from ``lr`` down to ``lr / 10`` over the (time) budget."""
+        frac = min(max(frac, 0.0), 1.0)
+        return self.config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+    def train_step(self, lr: float) -> dict[str, float]:
+        """One optimisation step on a batch of crops; returns the loss terms."""
+        cfg = self.config
+        dims = self.spec.dims
+        with self._lock:
+            data = self._data
+            x, m, p, w = crop_batch(data, self.patch, cfg.batch, dims, self._rng)
+            if cfg.augment:
+                flips = aug.random_flips(dims, x.shape[0], self._gen)
+                x, m = aug.apply_flips(x, flips, 2), aug.apply_flips(m, flips, 1)
+                if p is not None and w is not None:
+                    p, w = aug.apply_flips(p, flips, 1), aug.apply_flips(w, flips, 1)
+                if dims == 2:
+                    x, (m, p, w) = aug.rotate2d(x, [m, p, w], self._gen)
+            xa = aug.intensity(x, self._gen) if cfg.augment else x
+            use_cons = cfg.w_consistency > 0
+            if use_cons:
+                xb = aug.intensity(x, self._gen)
+                xin = torch.cat([xa, xb]).to(self.device)
+            else:
+                xin = xa.to(self.device)
+            m = m.to(self.device)
+            for g in self.optimizer.param_groups:
+                g["lr"] = lr
+            self.model.train()
+            out = self.model(xin)
+            la = out[: x.shape[0]]
+            losses: dict[str, torch.Tensor] = {"marks": partial_ce(la, m)}
+            total = cfg.w_marks * losses["marks"]
+            if p is not None and w is not None and cfg.w_pseudo > 0:
+                p, w = p.to(self.device), w.to(self.device)
+                losses["pseudo_ce"] = weighted_ce(la, p, w)
+                losses["pseudo_dice"] = soft_dice(la, p, w)
+                total = total + cfg.w_pseudo * (losses["pseudo_ce"] + cfg.w_dice * losses["pseudo_dice"])
+            if use_cons:
+                losses["consistency"] = consistency(la, out[x.shape[0]:])
+                total = total + cfg.w_consistency * losses["consistency"]
+            self.optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            self.optimizer.step()
+            self.step += 1
+        res = {k: float(v.detach()) for k, v in losses.items()}
+        res["total"] = float(total.detach())
+        return res
+
+    # -------------------------------------------------------------- inference
+    def predict_proba(self, should_stop: Any = None) -> torch.Tensor | None:
+        """Softmax probabilities ``(K, Z, Y, X)`` on the image grid (None if stopped half-way)."""
+        with self._lock:
+            return predict_probabilities(self.model, self._data.x, self.spec.dims, self.device, self.config.sw_roi, should_stop)
+
+    def predict(self) -> tuple[np.ndarray, np.ndarray]:
+        """Label map (annotation's class ids, 0 = background) and uncertainty in [0, 1]."""
+        prob = self.predict_proba()
+        assert prob is not None
+        return probabilities_to_outputs(prob, channel_to_class(self.classes))
+
+    # ------------------------------------------------------------------- loop
+    def run(self) -> Iterator[TrainEvent]:
+        """Train for the budget, yielding events.  Calling it again continues from the current weights."""
+        cfg = self.config
+        if cfg.threads:
+            torch.set_num_threads(int(cfg.threads))
+        self._cancel.clear()
+        budget = float(cfg.budget_seconds) if self.step == 0 else float(cfg.warm_budget_seconds or cfg.budget_seconds / 2)
+        clock = _PausableClock()
+        run_start_step = self.step
+        last_step_ev = -1e9
+        next_preview = float(cfg.first_preview_seconds)
+        lr = self._lr_at(0.0)
+        losses: dict[str, float] = {}
+        while True:
+            if self._cancel.is_set():
+                yield TrainEvent("cancelled", self.step, clock.elapsed(), None, lr, losses, message="cancelled")
+                return
+            if self._pause.is_set():
+                clock.pause()
+                time.sleep(0.05)
+                continue
+            clock.resume()
+            if self._apply_pending():
+                budget = clock.elapsed() + float(cfg.warm_budget_seconds or cfg.budget_seconds / 2)
+                next_preview = clock.elapsed() + float(cfg.first_preview_seconds)
+            elapsed = clock.elapsed()
+            done = elapsed >= budget or (cfg.max_steps is not None and self.step - run_start_step >= cfg.max_steps)
+            if done:
+                ev = self._prediction_event("done", clock, budget, lr, losses)
+                if ev is None:  # cancelled during the final prediction
+                    yield TrainEvent("cancelled", self.step, clock.elapsed(), None, lr, losses, message="cancelled")
+                else:
+                    yield ev
+                return
+            lr = self._lr_at(elapsed / max(budget, 1e-6))
+            losses = self.train_step(lr)
+            elapsed = clock.elapsed()
+            if elapsed - last_step_ev >= cfg.step_event_every_seconds:
+                last_step_ev = elapsed
+                yield TrainEvent("step", self.step, elapsed, max(budget - elapsed, 0.0), lr, dict(losses))
+            if elapsed >= next_preview:
+                ev = self._prediction_event("prediction", clock, budget, lr, losses)
+                next_preview = clock.elapsed() + float(cfg.preview_every_seconds)
+                if ev is not None:
+                    yield ev
+
+    def _prediction_event(self, kind: str, clock: "_PausableClock", budget: float, lr: float, losses: dict[str, float]) -> TrainEvent | None:
+        prob = self.predict_proba(should_stop=self._cancel.is_set)
+        if prob is None:
+            return None
+        labels, unc = probabilities_to_outputs(prob, channel_to_class(self.classes))
+        changed = _changed_box(self._last_labels, labels)
+        self._last_labels = labels
+        el = clock.elapsed()
+        return TrainEvent(kind, self.step, el, max(budget - el, 0.0), lr, dict(losses), labels, unc, changed)
+
+    # -------------------------------------------------------------- persistence
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "classes": list(self.classes),
+            "class_names": {str(k): v for k, v in self.annotation.class_names.items()},
+            "background_label": self.annotation.background_label,
+            "network": self.spec.to_dict(),
+            "pseudo_input": self.use_prior,
+            "spacing": list(self.image.spacing),
+            "normalisation": {k: self.normalisation[k] for k in ("method", "percentiles")},
+            "threshold": self.config.threshold,
+            "steps": self.step,
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write a checkpoint (safetensors + JSON metadata) that ``init=`` accepts."""
+        with self._lock:
+            return save_checkpoint(path, self.model.state_dict(), self.metadata())
+
+
+class _PausableClock:
+    """Wall time that stops while paused (the budget counts training, not waiting)."""
+
+    def __init__(self) -> None:
+        self._t0 = time.perf_counter()
+        self._paused_at: float | None = None
+        self._paused_total = 0.0
+
+    def pause(self) -> None:
+        if self._paused_at is None:
+            self._paused_at = time.perf_counter()
+
+    def resume(self) -> None:
+        if self._paused_at is not None:
+            self._paused_total += time.perf_counter() - self._paused_at
+            self._paused_at = None
+
+    def elapsed(self) -> float:
+        now = self._paused_at if self._paused_at is not None else time.perf_counter()
+        return now - self._t0 - self._paused_total
+
+
+def _changed_box(old: np.ndarray | None, new: np.ndarray) -> tuple[slice, slice, slice] | None:
+    """Bounding box of voxels whose label differs (the whole grid when there is no previous map)."""
+    if old is None or old.shape != new.shape:
+        return tuple(slice(0, s) for s in new.shape)  # type: ignore[return-value]
+    diff = old != new
+    if not diff.any():
+        return None
+    box = []
+    for ax in range(diff.ndim):
+        other = tuple(a for a in range(diff.ndim) if a != ax)
+        idx = np.flatnonzero(diff.any(axis=other))
+        box.append(slice(int(idx[0]), int(idx[-1]) + 1))
+    return tuple(box)  # type: ignore[return-value]
+
+
+__all__ = ["Trainer", "TrainConfig", "TrainEvent", "pick_device", "IGNORE_INDEX"]
