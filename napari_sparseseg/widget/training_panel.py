@@ -1,0 +1,321 @@
+"""Training and the correction loop: Start / Pause / Stop, progress, ETA, loss plot, streamed
+predictions, "Accept corrections" (warm start), undo, and "Next slice to review"."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+)
+
+from ..active import STRATEGIES, ReviewContext, get_strategy, next_slice
+from . import layers as L
+from .corrections import CorrectionTracker
+from .guard import guarded, notify_error, notify_info
+from .loss_plot import LossPlot
+from .runner import TrainingRunner
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .main import SparseSegWidget
+
+PSEUDO_METHODS = ("auto", "random-walker", "sam", "fusion", "none")
+
+
+class TrainingPanel(QGroupBox):
+    """The "Train and correct" box.  Every slot is guarded: errors notify and buttons re-enable."""
+
+    def __init__(self, host: "SparseSegWidget") -> None:
+        super().__init__("Train and correct")
+        self.host = host
+        self.runner = TrainingRunner(self)
+        self.runner.status.connect(self._on_status)
+        self.runner.step.connect(self._on_step)
+        self.runner.prediction.connect(self._on_prediction)
+        self.runner.failed.connect(self._on_failed)
+        self.runner.finished.connect(self._on_finished)
+        self.tracker: CorrectionTracker | None = None
+        self.pseudo: Any = None
+        self.reviewed: set[int] = set()
+        self.n_predictions = 0
+        self.last_event: Any = None
+        self._paused = False
+        self._last_error = ""
+        self._pending_pseudo: list[Any] = []
+
+        self.budget = QDoubleSpinBox()
+        self.budget.setRange(2, 3600)
+        self.budget.setValue(60)
+        self.budget.setSuffix(" s")
+        self.budget.setToolTip("Training time; accepting corrections continues for half of it")
+        self.pseudo_method = QComboBox()
+        self.pseudo_method.addItems(PSEUDO_METHODS)
+        self.pseudo_method.setToolTip("How sparse marks become dense pseudo-labels before training ('none': marks only)")
+        self.start_btn = QPushButton("Start")
+        self.start_btn.clicked.connect(lambda *_: self.start())
+        self.pause_btn = QPushButton("Pause")
+        self.pause_btn.clicked.connect(lambda *_: self.toggle_pause())
+        self.stop_btn = QPushButton("Stop")
+        self.stop_btn.clicked.connect(lambda *_: self.stop())
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.eta = QLabel("idle")
+        self.plot = LossPlot()
+        self.accept_btn = QPushButton("Accept corrections")
+        self.accept_btn.setToolTip("Voxels you repainted in 'prediction' become marks; training continues from the current weights")
+        self.accept_btn.clicked.connect(lambda *_: self.accept_corrections())
+        self.undo_btn = QPushButton("Undo accept")
+        self.undo_btn.clicked.connect(lambda *_: self.undo_accept())
+        self.strategy = QComboBox()
+        self.strategy.addItems(list(STRATEGIES))
+        self.strategy.setToolTip("entropy: most uncertain; disagreement: SAM/pseudo-labels vs network; random: baseline")
+        self.next_btn = QPushButton("Next slice to review")
+        self.next_btn.clicked.connect(lambda *_: self.go_next())
+
+        form = QFormLayout()
+        form.addRow("budget", self.budget)
+        form.addRow("pseudo-labels", self.pseudo_method)
+        row = QHBoxLayout()
+        for b in (self.start_btn, self.pause_btn, self.stop_btn):
+            row.addWidget(b)
+        row2 = QHBoxLayout()
+        row2.addWidget(self.accept_btn)
+        row2.addWidget(self.undo_btn)
+        row3 = QHBoxLayout()
+        row3.addWidget(self.strategy)
+        row3.addWidget(self.next_btn)
+        lay = QVBoxLayout(self)
+        lay.addLayout(form)
+        lay.addLayout(row)
+        lay.addWidget(self.progress)
+        lay.addWidget(self.eta)
+        lay.addWidget(self.plot)
+        lay.addLayout(row2)
+        lay.addLayout(row3)
+        self._sync_buttons()
+
+    # ------------------------------------------------------------------------------- state
+    @property
+    def trainer(self) -> Any:
+        return self.runner.trainer
+
+    def _sync_buttons(self) -> None:
+        has_image = self.host.image_layer is not None
+        running = self.runner.running
+        self.start_btn.setEnabled(has_image and not running)
+        self.start_btn.setText("Continue" if (self.trainer is not None and not running) else "Start")
+        self.pause_btn.setEnabled(running and self.trainer is not None)
+        self.pause_btn.setText("Resume" if self._paused else "Pause")
+        self.stop_btn.setEnabled(running)
+        has_pred = self.tracker is not None and self.tracker.has_prediction
+        self.accept_btn.setEnabled(has_pred)
+        self.undo_btn.setEnabled(self.tracker is not None and bool(self.tracker.history))
+        self.next_btn.setEnabled(has_image)
+
+    def reset(self) -> None:
+        """A new image (or classes that no longer fit): forget the model and the prediction."""
+        if self.runner.running:
+            self.runner.cancel()
+            self.runner.wait(5)
+        self.runner.trainer = None
+        self.tracker = None
+        self.pseudo = None
+        self.reviewed = set()
+        self.n_predictions = 0
+        self.plot.clear()
+        self.progress.setValue(0)
+        self.eta.setText("idle")
+        self._sync_buttons()
+
+    def _config(self):
+        from ..training import TrainConfig
+
+        overrides = dict(self.host.train_overrides)
+        return TrainConfig(budget_seconds=float(self.budget.value()), **overrides)
+
+    # ------------------------------------------------------------------------------ actions
+    @guarded
+    def start(self) -> None:
+        """Start training (or continue the current model with the current marks: warm start)."""
+        try:
+            from ..pseudo import make_pseudo_labels
+            from ..training import Trainer
+        except ImportError as e:  # pragma: no cover - engine missing in a partial install
+            raise RuntimeError(f"the training engine is not available: {e}") from None
+        ann = self.host.build_annotation()
+        if self.trainer is not None and tuple(self.trainer.classes) != tuple(ann.classes):
+            notify_info(f"classes changed to {list(ann.classes)}: starting a new model")
+            self.runner.trainer = None
+        vol = self.host.image_volume()
+        method = self.pseudo_method.currentText()
+        holder = self._pending_pseudo = []
+        trainer = self.trainer
+        if trainer is not None:
+            pseudo = self.pseudo.with_marks(ann) if self.pseudo is not None and hasattr(self.pseudo, "with_marks") else self.pseudo
+            trainer.update_annotation(ann, pseudo)
+
+            def job(report):
+                report("continuing from the current weights")
+                return trainer
+        else:
+            config = self._config()
+
+            def job(report):
+                pseudo = None
+                if method != "none":
+                    report(f"pseudo-labels ({method})...")
+                    pseudo = make_pseudo_labels(vol, ann, method)
+                    holder.append(pseudo)
+                report("building the network...")
+                return Trainer(vol, ann, config, pseudo=pseudo)
+
+        self._paused = False
+        self.runner.start(job)
+        self.eta.setText("starting...")
+
+    @guarded
+    def toggle_pause(self) -> None:
+        if self._paused:
+            self.runner.resume()
+            self._paused = False
+        else:
+            self.runner.pause()
+            self._paused = True
+            self.eta.setText("paused")
+
+    @guarded
+    def stop(self) -> None:
+        self.runner.cancel()
+        self.eta.setText("stopping...")
+
+    @guarded
+    def accept_corrections(self) -> None:
+        """Edited prediction voxels -> marks (one undo step); training continues warm."""
+        pred = self.host.pred_layer
+        if self.tracker is None or pred is None:
+            raise RuntimeError("no prediction yet: start training first")
+        ann_layer = self.host.ann_layer
+        marks = np.array(ann_layer.data, copy=True)
+        rec = self.tracker.accept(np.asarray(pred.data), marks, self.host.classes.background)
+        if rec is None:
+            notify_info("no corrections to accept: paint over the 'prediction' layer first")
+            return
+        ann_layer.data_setitem(rec.indices, rec.new_marks)
+        self.reviewed |= set(rec.slices)
+        self.host.schedule_autosave()
+        self.host.set_status(f"accepted {len(rec.new_marks)} corrected voxels on slice(s) {list(rec.slices)}")
+        self._push_marks()
+
+    @guarded
+    def undo_accept(self) -> None:
+        pred = self.host.pred_layer
+        if self.tracker is None or pred is None:
+            return
+        marks = np.array(self.host.ann_layer.data, copy=True)
+        rec = self.tracker.undo_accept(np.asarray(pred.data), marks)
+        if rec is None:
+            return
+        self.host.ann_layer.data_setitem(rec.indices, rec.old_marks)
+        self.reviewed -= set(rec.slices)
+        self.host.schedule_autosave()
+        self.host.set_status(f"undid the last accept ({len(rec.old_marks)} voxels)")
+        if self.runner.running:
+            self._push_marks()
+
+    def _push_marks(self) -> None:
+        """Give the new marks to the model: to the running trainer, or by continuing training."""
+        if self.runner.running and self.trainer is not None:
+            ann = self.host.build_annotation()
+            pseudo = self.pseudo.with_marks(ann) if self.pseudo is not None and hasattr(self.pseudo, "with_marks") else None
+            self.trainer.update_annotation(ann, pseudo)
+            self.host.set_status("training continues with the new marks")
+        elif self.trainer is not None:
+            self.start()
+
+    @guarded
+    def go_next(self) -> None:
+        z = self.suggest()
+        if z is None:
+            notify_info("nothing to suggest: train first (entropy/disagreement) or every slice is reviewed")
+            return
+        L.go_to_slice(self.host.viewer, self.host.image_layer, z)
+        self.host.set_status(f"review slice {z} ({self.strategy.currentText()})")
+
+    def suggest(self) -> int | None:
+        """The slice the chosen strategy ranks first."""
+        host = self.host
+        shape = tuple(host.image_layer.data.shape)
+        unc = host.unc_layer.data if host.unc_layer is not None else None
+        ctx = ReviewContext(
+            shape=shape,
+            prediction=self.tracker.model if self.tracker is not None and self.tracker.has_prediction else None,
+            uncertainty=unc,
+            reference=getattr(self.pseudo, "labels", None),
+            annotation=np.asarray(host.ann_layer.data) if host.ann_layer is not None else None,
+            reviewed=set(self.reviewed),
+            current=host.current_z(),
+        )
+        return next_slice(get_strategy(self.strategy.currentText()), ctx)
+
+    # ------------------------------------------------------------------------------ stream
+    def _on_status(self, msg: str) -> None:
+        if self._pending_pseudo:
+            self.pseudo = self._pending_pseudo[-1]
+        self.eta.setText(msg)
+        self._sync_buttons()
+
+    def _on_step(self, ev: Any) -> None:
+        self.last_event = ev
+        total = ev.elapsed + (ev.eta or 0.0)
+        if total > 0:
+            self.progress.setValue(int(1000 * ev.elapsed / total))
+        if ev.losses:
+            self.plot.add(ev.step, {k: v for k, v in ev.losses.items()})
+        loss = ev.losses.get("total", next(iter(ev.losses.values()), float("nan"))) if ev.losses else float("nan")
+        if not self._paused:
+            eta = f"ETA {ev.eta:.0f} s" if ev.eta is not None else ""
+            self.eta.setText(f"step {ev.step}  loss {loss:.3f}  {eta}")
+
+    def _on_prediction(self, ev: Any, region: Any) -> None:
+        host = self.host
+        pred = np.asarray(ev.prediction)
+        if self.tracker is None or self.tracker.shape != pred.shape:
+            self.tracker = CorrectionTracker(pred.shape)
+        layer = host.ensure_prediction_layer()
+        written = self.tracker.apply_prediction(layer.data, pred.astype(layer.data.dtype), region)
+        if written is not None:
+            layer.refresh()
+        if ev.uncertainty is not None:
+            unc = np.asarray(ev.uncertainty, dtype=np.float32)
+            ul = host.ensure_uncertainty_layer(unc)
+            if written is not None and ul.data is not unc:
+                ul.data[written] = unc[written]
+                ul.refresh()
+        self.n_predictions += 1
+        self._sync_buttons()
+
+    def _on_failed(self, msg: str) -> None:
+        self._last_error = msg
+        notify_error(f"training failed: {msg}")
+
+    def _on_finished(self, outcome: str) -> None:
+        if self._pending_pseudo:
+            self.pseudo = self._pending_pseudo[-1]
+        self._paused = False
+        if outcome == "done":
+            self.progress.setValue(1000)
+            self.eta.setText(f"done (step {self.last_event.step if self.last_event else 0})")
+        elif outcome == "cancelled":
+            self.eta.setText("stopped")
+        else:
+            self.eta.setText("failed (see notification); you can start again")
+        self._sync_buttons()
