@@ -85,6 +85,10 @@ def test_simulators_reject_bad_input():
         simulate_points(phantom(), 2, background_label=3)
     with pytest.raises(AnnotationError, match=">= 1"):
         simulate_points(phantom(), 0)
+    with pytest.raises(AnnotationError, match="3D"):
+        simulate_scribbles(np.ones((8, 8), np.uint8), 4)
+    with pytest.raises(AnnotationError, match="does not match"):
+        simulate_correction(np.zeros((2, 3, 3)), np.ones((2, 3, 4), np.uint8), 0)
     with pytest.raises(AnnotationError, match="whole numbers"):
         simulate_slices(phantom().astype(float) + 0.5, 1)
 

@@ -168,6 +168,8 @@ def simulate_scribbles(
         max_gap_degrees: largest random gap left open in loops.
         slice_fraction: fraction of slices to scribble (1.0 = all, as in ACDC); chosen at random.
     """
+    if np.ndim(dense) != 3:
+        raise AnnotationError(f"scribbles are simulated slice by slice on a 3D label map, got {np.ndim(dense)}D")
     classes = _dense_classes(dense)
     bg = _background_label(classes, background_label)
     rng = _rng(seed)
@@ -337,6 +339,8 @@ def simulate_correction(
     """
     pred = np.asarray(pred)
     gt = np.asarray(gt)
+    if gt.ndim != 3:
+        raise AnnotationError(f"corrections are drawn on a slice of a 3D label map, got {gt.ndim}D")
     if pred.shape != gt.shape:
         raise AnnotationError(f"prediction grid {pred.shape} does not match the ground-truth grid {gt.shape}")
     cls = tuple(int(c) for c in classes) if classes is not None else _dense_classes(gt)
