@@ -233,12 +233,16 @@ def test_interactive_sam_click_shows_mask_and_accept(make_napari_viewer, qtbot, 
     qtbot.waitUntil(lambda: w.sam.cache.in_memory(z) and w.sam.cache.in_memory(z + 1), timeout=60_000)  # prefetch
     yy, xx = np.nonzero(np.asarray(gt.data[z]) > 0)
     w.class_table.select_label(1)
+    shown = w.sam.n_shown
     w.prompts_layer.add([[z, float(np.median(yy)), float(np.median(xx))]])
-    assert w.sam.preview_mask is not None and w.sam.preview_z == z  # synchronous: embedding cached
+    qtbot.waitUntil(lambda: w.sam.n_shown > shown, timeout=30_000)  # decoded on the SAM thread
+    assert w.sam.preview_mask is not None and w.sam.preview_z == z
     assert w.sam.last_latency_ms is not None
+    shown = w.sam.n_shown
     # a box around the structure (LiteMedSAM is a box-prompted model)
     y0, y1, x0, x1 = yy.min() - 2, yy.max() + 2, xx.min() - 2, xx.max() + 2
     w.boxes_layer.add_rectangles(np.array([[z, y0, x0], [z, y0, x1], [z, y1, x1], [z, y1, x0]], float))
+    qtbot.waitUntil(lambda: w.sam.n_shown > shown, timeout=30_000)
     n = int(w.sam.preview_mask.sum())
     assert n > 20, n
     assert n > 0 and np.asarray(w.preview_layer.data[z]).astype(bool).sum() == n

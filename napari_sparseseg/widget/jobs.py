@@ -22,7 +22,7 @@ Callback = Callable[[Any], None]
 class BackgroundJobs(QObject):
     """``submit(fn, on_done, priority)``: lower priority numbers run first; FIFO within a priority."""
 
-    def __init__(self, name: str, parent: QObject | None = None, poll_ms: int = 10) -> None:
+    def __init__(self, name: str, parent: QObject | None = None, poll_ms: int = 5) -> None:
         super().__init__(parent)
         self.name = name
         self._todo: queue.PriorityQueue = queue.PriorityQueue()

@@ -65,9 +65,8 @@ def ensure_labels(viewer, image: Image, name: str, classes: ClassTable, *, dense
     meta = dict(image.metadata)
     meta.update({"sparseseg_role": name, "sparseseg_image": image.name})
     arr = np.zeros(shape, np.int16) if data is None else data
-    layer = viewer.add_labels(arr, name=name, opacity=opacity, metadata=meta, **grid_kwargs(image))
-    layer.colormap = class_colormap(classes, dense=dense)
-    return layer
+    return viewer.add_labels(arr, name=name, opacity=opacity, metadata=meta, colormap=class_colormap(classes, dense=dense),
+                             **grid_kwargs(image))
 
 
 def ensure_uncertainty(viewer, image: Image, data: np.ndarray) -> Image:

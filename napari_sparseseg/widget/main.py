@@ -134,6 +134,10 @@ class SparseSegWidget(QWidget):
         if layer is self.ann_layer or layer is self.image_layer:
             self._sync_buttons()
 
+    def has_prediction(self) -> bool:
+        t = self.training.tracker
+        return self.pred_layer is not None and t is not None and t.has_prediction
+
     def current_z(self) -> int:
         return 0 if self.image_layer is None else L.current_slice(self.viewer, self.image_layer)
 
@@ -154,7 +158,16 @@ class SparseSegWidget(QWidget):
             self.files.flush_autosave()
             self.training.reset()
             self.sam.reset()
+            for attr in ("pred_layer", "unc_layer", "preview_layer", "prompts_layer", "boxes_layer"):
+                layer = getattr(self, attr)
+                if layer is not None and layer in self.viewer.layers:
+                    self.viewer.layers.remove(layer)
+                setattr(self, attr, None)
         self.image_layer = image
+        # every layer is made now, at the user's click: adding a layer costs napari ~0.2-0.5 s, which must
+        # not happen later on the GUI thread while predictions stream in (bench/bench_widget.py)
+        self.ensure_prediction_layer(image)
+        self.ensure_uncertainty_layer(np.zeros(image.data.shape, np.float32), image)
         self.ann_layer = L.ensure_labels(self.viewer, image, L.ANNOTATIONS, self.classes, dense=False)
         self.ann_layer.events.paint.connect(self.schedule_autosave)
         self.ann_layer.events.data.connect(self.schedule_autosave)
@@ -184,10 +197,11 @@ class SparseSegWidget(QWidget):
         """napari selects every new layer; the user's brush layer should stay selected."""
         return self.viewer.layers.selection.active
 
-    def ensure_prediction_layer(self) -> Labels:
+    def ensure_prediction_layer(self, image: Image | None = None) -> Labels:
         if self.pred_layer is None:
             active = self._keep_selection()
-            self.pred_layer = L.ensure_labels(self.viewer, self.image_layer, L.PREDICTION, self.classes, dense=True, opacity=0.5)
+            self.pred_layer = L.ensure_labels(self.viewer, image or self.image_layer, L.PREDICTION, self.classes, dense=True,
+                                              opacity=0.5)
             self.pred_layer.events.paint.connect(self._on_pred_painted)
             if self.ann_layer is not None:  # keep the marks drawn on top of the prediction
                 self.viewer.layers.move(self.viewer.layers.index(self.ann_layer), len(self.viewer.layers))
@@ -195,10 +209,10 @@ class SparseSegWidget(QWidget):
                 self.viewer.layers.selection.active = active
         return self.pred_layer
 
-    def ensure_uncertainty_layer(self, data: np.ndarray) -> Image:
+    def ensure_uncertainty_layer(self, data: np.ndarray, image: Image | None = None) -> Image:
         if self.unc_layer is None:
             active = self._keep_selection()
-            self.unc_layer = L.ensure_uncertainty(self.viewer, self.image_layer, data)
+            self.unc_layer = L.ensure_uncertainty(self.viewer, image or self.image_layer, data)
             if active is not None and active in self.viewer.layers:
                 self.viewer.layers.selection.active = active
         return self.unc_layer

@@ -1,9 +1,10 @@
 """Interactive SAM: a click or a box on the current slice shows SAM's mask; "Accept" makes it marks.
 
-The embedding of a slice is computed once (the engine's :class:`EmbeddingCache`, on a background
-thread, neighbours of the viewed slice prefetched).  With the embedding in memory the decode runs
-right away on the GUI thread (tens of ms; ``bench/bench_widget.py`` measures click-to-mask); otherwise
-the request is queued ahead of prefetching and the mask appears when the slice is encoded.
+The embedding of a slice is computed once (the engine's :class:`EmbeddingCache`), and every SAM call
+runs on one background thread, so the GUI never waits for torch and the cache is only touched by one
+thread.  A click outranks prefetching the neighbouring slices; with the embedding cached the mask
+appears after one decode (``bench/bench_widget.py`` measures click-to-mask), otherwise after the
+slice is encoded.  A newer click supersedes an older one still in flight.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ class SamPanel(QGroupBox):
         self.preview_mask: np.ndarray | None = None
         self.last_latency_ms: float | None = None
         self._loading = False
+        self._request = 0
+        self.n_shown = 0
         self._last_error = ""
         self.enable_box = QCheckBox("on")
         self.enable_box.setToolTip("Load the SAM model (bundled LiteMedSAM) and predict masks from clicks and boxes")
@@ -167,25 +170,33 @@ class SamPanel(QGroupBox):
         return pts, labels, box
 
     @guarded
-    def update_preview(self, *_: Any) -> None:
+    def update_preview(self, event: Any = None) -> None:
         """Recompute the mask of the current slice from its prompts."""
-        if self.cache is None:
-            return
+        if self.cache is None or str(getattr(event, "action", "")) in ("adding", "removing", "changing"):
+            return  # napari announces data changes before making them; act on the "-ed" event only
         z = self.host.current_z()
         pts, labels, box = self.prompts_on_slice(z)
         if len(pts) == 0 and box is None:
             self._show(z, None, 0.0)
             return
         t0 = time.perf_counter()
-        if self.cache.in_memory(z):
-            mask, score = self._predict(z, pts, labels, box)
-            self.last_latency_ms = (time.perf_counter() - t0) * 1000
-            self._show(z, mask, score)
-        else:
+        if not self.cache.in_memory(z):
             self.status.setText(f"encoding slice {z}...")
-            cache = self.cache
-            self.jobs.submit(lambda: (cache.get(z), self._predict(z, pts, labels, box))[1],
-                             lambda r: self._show(z, *r) if self.host.current_z() == z else None, priority=0)
+        cache = self.cache
+        self._request += 1
+        req = self._request
+
+        def run():
+            cache.get(z)
+            return self._predict(z, pts, labels, box)
+
+        def done(result):
+            if req != self._request or self.host.current_z() != z:
+                return  # a newer click (or another slice) superseded this one
+            self.last_latency_ms = (time.perf_counter() - t0) * 1000
+            self._show(z, *result)
+
+        self.jobs.submit(run, done, priority=0)
 
     def _predict(self, z: int, pts: np.ndarray, labels: np.ndarray, box: np.ndarray | None):
         from ..sam.cache import predict_slice_mask
@@ -201,6 +212,7 @@ class SamPanel(QGroupBox):
             layer.data[self.preview_z] = 0
         self.preview_z = z
         self.preview_mask = mask
+        self.n_shown += 1
         layer.data[z] = 0 if mask is None else np.where(mask, cls, 0)
         layer.refresh()
         if mask is not None:

@@ -83,7 +83,7 @@ class SessionPanel(QGroupBox):
         self._sync_buttons()
 
     def _sync_buttons(self) -> None:
-        self.export_btn.setEnabled(self.host.pred_layer is not None)
+        self.export_btn.setEnabled(self.host.has_prediction())
         self.save_btn.setEnabled(self.host.ann_layer is not None)
 
     # ------------------------------------------------------------------------------ autosave
@@ -172,7 +172,7 @@ class SessionPanel(QGroupBox):
         import napari
 
         layer = self.host.pred_layer
-        if layer is None:
+        if not self.host.has_prediction():
             raise SparsesegError("no prediction to export yet: train first")
         if path is None:
             path, _ = QFileDialog.getSaveFileName(self, "Export prediction", f"{self.host.image_layer.name}_prediction.nii.gz",
@@ -208,7 +208,7 @@ class SessionPanel(QGroupBox):
             annotations=np.asarray(host.ann_layer.data),
             pseudo_labels=getattr(pseudo, "labels", None),
             pseudo_confidence=getattr(pseudo, "confidence", None),
-            prediction=np.asarray(host.pred_layer.data) if host.pred_layer is not None else None,
+            prediction=np.asarray(host.pred_layer.data) if host.has_prediction() else None,
             embedding_cache=host.embedding_cache_dir,
             reviewed=sorted(tp.reviewed),
             settings={"strategy": tp.strategy.currentText(), "budget_seconds": tp.budget.value(),
