@@ -76,8 +76,8 @@ def test_evaluate_errors_one_line_exit_2(pair, tmp_path, capsys):
     bad = tmp_path / "bad.nii.gz"
     bad.write_bytes(b"not a nifti at all")
     cases = [
-        (["evaluate", str(other), str(pair[1])], "does not match"),
-        (["evaluate", str(moved), str(pair[1])], "does not match"),
+        (["evaluate", str(other), str(pair[1])], "is not on the ground truth's grid gt.nii.gz (shape (8, 12, 12)"),
+        (["evaluate", str(moved), str(pair[1])], "same shape but a different position"),
         (["evaluate", str(tmp_path / "missing.nii.gz"), str(pair[1])], "No such file"),
         (["evaluate", str(bad), str(pair[1])], "bad.nii.gz"),
         (["evaluate", str(empty), str(empty)], "--classes"),

@@ -75,7 +75,15 @@ def run(args: argparse.Namespace) -> int:
     from ..io import read_labels
 
     gt = read_labels(args.gt)
-    pred = read_labels(args.pred, like=gt)
+    pred = read_labels(args.pred)
+    if not pred.same_grid(gt):
+        sp = lambda v: "(" + ", ".join(f"{x:.4g}" for x in v.spacing) + ")"  # noqa: E731
+        where = "" if pred.shape != gt.shape else "; same shape but a different position/orientation"
+        raise VolumeError(
+            f"the prediction {Path(args.pred).name} (shape {pred.shape}, spacing {sp(pred)} mm) is not on the "
+            f"ground truth's grid {Path(args.gt).name} (shape {gt.shape}, spacing {sp(gt)} mm){where}; "
+            "resample it onto the ground truth first"
+        )
     names = None
     if args.names is not None:
         if args.classes is None or len(args.names) != len(args.classes):
