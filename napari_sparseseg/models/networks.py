@@ -35,6 +35,7 @@ class NetworkSpec:
     num_res_units: int = 1
     dropout: float = 0.0
     prior_residual: bool = False  # output = U-Net(x) + log(prior channels of x): learn corrections
+    norm: str = "batch"  # "batch" or "none"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -109,7 +110,7 @@ def _unet(spec: NetworkSpec) -> torch.nn.Module:
         channels=tuple(spec.channels),
         strides=tuple(spec.strides),
         num_res_units=spec.num_res_units,
-        norm="BATCH",
+        norm=("BATCH", {"momentum": 0.3}) if spec.norm == "batch" else None,
         dropout=spec.dropout,
     )
 
@@ -120,4 +121,6 @@ def default_spec(dims: int, in_channels: int, out_channels: int, **overrides: An
         dict(channels=(16, 32, 64, 128), strides=(2, 2, 2)) if dims == 2 else dict(channels=(8, 16, 32, 64), strides=(2, 2, 2))
     )
     base.update({k: v for k, v in overrides.items() if v is not None})
+    if "strides" not in overrides or overrides["strides"] is None:
+        base["strides"] = (2,) * (len(base["channels"]) - 1)
     return NetworkSpec(dims=dims, in_channels=in_channels, out_channels=out_channels, **base)

@@ -265,7 +265,10 @@ class Trainer:
                 else:
                     yield ev
                 return
-            lr = self._lr_at(elapsed / max(budget, 1e-6))
+            frac = elapsed / max(budget, 1e-6)
+            if cfg.max_steps is not None:  # step-based schedule: same seed, same result
+                frac = (self.step - run_start_step) / max(cfg.max_steps, 1)
+            lr = self._lr_at(frac)
             losses = self.train_step(lr)
             elapsed = clock.elapsed()
             if elapsed - last_step_ev >= cfg.step_event_every_seconds:

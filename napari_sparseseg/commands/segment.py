@@ -1,0 +1,116 @@
+"""``sparseseg segment IMAGE --annotations ANN -o OUT``: the whole pipeline without a GUI.
+
+Sparse marks -> pseudo-labels (random walker / SAM, :mod:`napari_sparseseg.pseudo`) -> a small
+U-Net trained on marks + confident pseudo-labels for ``--budget-seconds`` -> a label map written on
+the image grid (same affine, integer dtype).  The same :class:`~napari_sparseseg.training.Trainer`
+runs behind the napari widget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "segment",
+        help="segment a volume from sparse marks (pseudo-labels + a network trained on them)",
+        description="Dense segmentation from sparse marks: pseudo-labels from the marks, then a small U-Net "
+        "trained on the marks and the confident pseudo-labels, prediction written on the image grid.",
+    )
+    p.add_argument("image", type=Path, help="image (NIfTI, zarr or DICOM series folder)")
+    p.add_argument("--annotations", "-a", required=True, type=Path, help="annotation map (0 = unmarked)")
+    p.add_argument("--background-label", type=int, default=None,
+                   help="value of background marks (default: from the annotation's sidecar; ACDC scribbles: 4)")
+    p.add_argument("-o", "--output", required=True, type=Path, help="label map to write (.nii.gz or .zarr)")
+    p.add_argument("--budget-seconds", type=float, default=60.0, help="training time (default 60)")
+    p.add_argument("--init", type=Path, default=None, help="start from this checkpoint (.safetensors)")
+    p.add_argument("--save-model", type=Path, default=None, help="write the trained model here (.safetensors)")
+    p.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, cuda:1, mps")
+    p.add_argument("--network", default="auto", choices=("auto", "unet2d", "unet3d"),
+                   help="auto: 2D slice-wise for anisotropic scans, 3D for near-isotropic ones")
+    p.add_argument("--pseudo-method", default="auto",
+                   help="pseudo-label method (see `sparseseg pseudo --help`), or 'none' to train on the marks only")
+    p.add_argument("--threshold", type=float, default=0.5, help="ignore pseudo-labels below this confidence")
+    p.add_argument("--uncertainty", type=Path, default=None, help="also write the per-voxel uncertainty map")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def _check_outputs(paths: list[Path | None], overwrite: bool) -> None:
+    from ..errors import SparsesegError
+
+    for p in paths:
+        if p is not None and p.exists() and not overwrite:
+            raise SparsesegError(f"{p} exists; pass --overwrite to replace it")
+
+
+def _write(path: Path, array, like) -> None:
+    from ..io import write_labels_nifti, write_volume_nifti, write_zarr
+
+    if str(path).lower().endswith((".zarr", ".ome.zarr")):
+        write_zarr(path, array, like)
+    elif array.dtype.kind == "f":
+        write_volume_nifti(path, like.with_array(array))
+    else:
+        write_labels_nifti(path, array, like)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..annotations.files import load_annotation
+    from ..io import read_volume
+    from ..training import TrainConfig, Trainer
+
+    _check_outputs([args.output, args.save_model, args.uncertainty], args.overwrite)
+    t0 = time.perf_counter()
+    image = read_volume(args.image)
+    ann = load_annotation(args.annotations, like=image, background_label=args.background_label)
+    ann.validate(image.shape)
+    pseudo = None
+    if args.pseudo_method != "none":
+        from ..pseudo import make_pseudo_labels
+
+        _say(args, f"pseudo-labels ({args.pseudo_method}) ...")
+        pseudo = make_pseudo_labels(image, ann, method=args.pseudo_method, threshold=args.threshold)
+        _say(args, f"pseudo-labels ready in {time.perf_counter() - t0:.1f} s")
+    cfg = TrainConfig(seed=args.seed, device=args.device, network=args.network, budget_seconds=args.budget_seconds,
+                      threshold=args.threshold, threads=args.threads, preview_every_seconds=1e9,
+                      first_preview_seconds=1e9)
+    trainer = Trainer(image, ann, cfg, pseudo=pseudo, init=args.init)
+    _say(args, f"training {trainer.spec.name} on {trainer.device} for {args.budget_seconds:.0f} s")
+    final = None
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=round(args.budget_seconds), unit="s", file=sys.stderr, desc="training", leave=True,
+                   bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s {postfix}")
+    try:
+        for ev in trainer.run():
+            if bar is not None and ev.kind in ("step", "done"):
+                bar.n = min(round(ev.elapsed), bar.total)
+                bar.set_postfix_str(f"step {ev.step} loss {ev.losses.get('total', float('nan')):.3f}", refresh=True)
+            if ev.kind == "done":
+                final = ev
+    finally:
+        if bar is not None:
+            bar.close()
+    assert final is not None and final.prediction is not None
+    _write(args.output, final.prediction, image)
+    if args.uncertainty is not None and final.uncertainty is not None:
+        _write(args.uncertainty, final.uncertainty, image)
+    if args.save_model is not None:
+        trainer.save(args.save_model)
+    _say(args, f"wrote {args.output} ({final.step} steps, {time.perf_counter() - t0:.1f} s in total)")
+    return 0
+
+
+def _say(args: argparse.Namespace, msg: str) -> None:
+    if not args.quiet:
+        print(f"sparseseg segment: {msg}", file=sys.stderr, flush=True)
