@@ -249,3 +249,28 @@ def test_interactive_sam_click_shows_mask_and_accept(make_napari_viewer, qtbot, 
     qtbot.mouseClick(w.sam.accept_btn, Qt.LeftButton)
     assert int((np.asarray(w.ann_layer.data[z]) == 1).sum()) == n
     assert len(w.prompts_layer.data) == 0 and not np.asarray(w.preview_layer.data).any()
+
+
+def test_pause_resume_stop(make_napari_viewer, qtbot, opened, autosave_dir) -> None:
+    """Pause holds the step count, Resume continues, Stop ends the run within seconds; buttons follow."""
+    viewer, w, image, gt = _open(make_napari_viewer, qtbot, opened)
+    _paint_scribbles(w, gt, slices=(14, 20))
+    w.train_overrides = dict(FAST)
+    w.training.budget.setValue(600)
+    w.training.pseudo_method.setCurrentText("none")
+    qtbot.mouseClick(w.training.start_btn, Qt.LeftButton)
+    qtbot.waitUntil(lambda: w.training.last_event is not None and w.training.last_event.step >= 2, timeout=120_000)
+    qtbot.mouseClick(w.training.pause_btn, Qt.LeftButton)
+    assert w.training.pause_btn.text() == "Resume"
+    qtbot.wait(1500)  # a step in flight may still finish
+    held = w.training.last_event.step
+    qtbot.wait(1500)
+    assert w.training.last_event.step == held
+    qtbot.mouseClick(w.training.pause_btn, Qt.LeftButton)
+    qtbot.waitUntil(lambda: w.training.last_event.step > held, timeout=60_000)
+    qtbot.mouseClick(w.training.stop_btn, Qt.LeftButton)
+    qtbot.waitUntil(lambda: not w.training.runner.running, timeout=30_000)
+    qtbot.wait(100)
+    assert w.training.eta.text() == "stopped"
+    assert w.training.start_btn.isEnabled() and w.training.start_btn.text() == "Continue"
+    assert not w.training.pause_btn.isEnabled() and not w.training.stop_btn.isEnabled()

@@ -141,6 +141,13 @@ class SparseSegWidget(QWidget):
     def current_z(self) -> int:
         return 0 if self.image_layer is None else L.current_slice(self.viewer, self.image_layer)
 
+    def region_on_screen(self, region: tuple[slice, ...]) -> bool:
+        """Whether a changed box touches what the viewer shows (always true in 3D view)."""
+        if self.viewer.dims.ndisplay == 3 or self.image_layer is None:
+            return True
+        z = self.current_z()
+        return region[0].start <= z < region[0].stop
+
     def current_class(self) -> int:
         return self.class_table.current_label()
 

@@ -18,6 +18,7 @@ from qtpy.QtCore import QObject, QTimer, Signal
 
 from .corrections import union_region
 from .guard import error_message, log
+from .subprocess_job import Cancelled
 
 
 class TrainingRunner(QObject):
@@ -42,6 +43,7 @@ class TrainingRunner(QObject):
         self._q: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
         self.trainer: Any = None
+        self._stop = threading.Event()
         self._timer = QTimer(self)
         self._timer.setInterval(poll_ms)
         self._timer.timeout.connect(self._drain)
@@ -50,18 +52,25 @@ class TrainingRunner(QObject):
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def start(self, job: Callable[[Callable[[str], None]], Any]) -> None:
-        """Run ``job(report_status) -> trainer`` then ``trainer.run()`` in a worker thread."""
+    def start(self, job: Callable[[Callable[[str], None], Callable[[], bool]], Any]) -> None:
+        """Run ``job(report_status, should_stop) -> trainer`` then ``trainer.run()`` in a worker thread.
+
+        ``should_stop()`` turns True when the user presses Stop before the trainer exists (e.g. while
+        pseudo-labels are computed); the job then raises :class:`Cancelled`.
+        """
         if self.running:
             raise RuntimeError("a training job is already running")
         self._q = queue.Queue()
         q = self._q
+        stop = self._stop = threading.Event()
 
         def work() -> None:
             outcome = "error"
             try:
-                trainer = job(lambda msg: q.put(("status", msg)))
+                trainer = job(lambda msg: q.put(("status", msg)), stop.is_set)
                 q.put(("trainer", trainer))
+                if stop.is_set():
+                    raise Cancelled()
                 q.put(("status", "training"))
                 for ev in trainer.run():
                     q.put(("event", ev))
@@ -69,6 +78,8 @@ class TrainingRunner(QObject):
                         outcome = ev.kind
                         if ev.kind == "error":
                             q.put(("error", ev.message or "training failed"))
+            except Cancelled:
+                outcome = "cancelled"
             except BaseException as exc:  # noqa: BLE001 - a worker crash becomes a message
                 log.error("training worker failed:\n%s", traceback.format_exc())
                 q.put(("error", error_message(exc)))
@@ -89,6 +100,7 @@ class TrainingRunner(QObject):
             self.trainer.resume()
 
     def cancel(self) -> None:
+        self._stop.set()
         if self.trainer is not None:
             self.trainer.resume()
             self.trainer.cancel()

@@ -24,6 +24,7 @@ from .corrections import CorrectionTracker
 from .guard import guarded, notify_error, notify_info
 from .loss_plot import LossPlot
 from .runner import TrainingRunner
+from .subprocess_job import run_in_process
 
 if TYPE_CHECKING:  # pragma: no cover
     from .main import SparseSegWidget
@@ -51,6 +52,7 @@ class TrainingPanel(QGroupBox):
         self._paused = False
         self._last_error = ""
         self._pending_pseudo: list[Any] = []
+        self._applied_trainer: Any = None
 
         self.budget = QDoubleSpinBox()
         self.budget.setRange(2, 3600)
@@ -127,6 +129,7 @@ class TrainingPanel(QGroupBox):
             self.runner.cancel()
             self.runner.wait(5)
         self.runner.trainer = None
+        self._applied_trainer = None
         self.tracker = None
         self.pseudo = None
         self.reviewed = set()
@@ -163,17 +166,18 @@ class TrainingPanel(QGroupBox):
             pseudo = self.pseudo.with_marks(ann) if self.pseudo is not None and hasattr(self.pseudo, "with_marks") else self.pseudo
             trainer.update_annotation(ann, pseudo)
 
-            def job(report):
+            def job(report, should_stop):
                 report("continuing from the current weights")
                 return trainer
         else:
             config = self._config()
 
-            def job(report):
+            def job(report, should_stop):
                 pseudo = None
                 if method != "none":
                     report(f"pseudo-labels ({method})...")
-                    pseudo = make_pseudo_labels(vol, ann, method)
+                    # in a separate process: scipy's walker holds the GIL and would freeze napari
+                    pseudo = run_in_process(make_pseudo_labels, vol, ann, method, should_stop=should_stop)
                     holder.append(pseudo)
                 report("building the network...")
                 return Trainer(vol, ann, config, pseudo=pseudo)
@@ -290,16 +294,24 @@ class TrainingPanel(QGroupBox):
         pred = np.asarray(ev.prediction)
         if self.tracker is None or self.tracker.shape != pred.shape:
             self.tracker = CorrectionTracker(pred.shape)
+        if self.runner.trainer is not self._applied_trainer:
+            # a new model's first prediction has no "changed" box relative to what we show: apply it all
+            self._applied_trainer = self.runner.trainer
+            region = tuple(slice(0, s) for s in pred.shape)
         layer = host.ensure_prediction_layer()
         written = self.tracker.apply_prediction(layer.data, pred.astype(layer.data.dtype), region)
-        if written is not None:
+        # redraw only what the user can see: the data is updated in place, and napari re-slices from it
+        # when the slice changes or a hidden layer is shown
+        visible = written is not None and host.region_on_screen(written)
+        if visible and layer.visible:
             layer.refresh()
         if ev.uncertainty is not None:
             unc = np.asarray(ev.uncertainty, dtype=np.float32)
             ul = host.ensure_uncertainty_layer(unc)
             if written is not None and ul.data is not unc:
                 ul.data[written] = unc[written]
-                ul.refresh()
+                if visible and ul.visible:
+                    ul.refresh()
         self.n_predictions += 1
         self._sync_buttons()
 

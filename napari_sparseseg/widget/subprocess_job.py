@@ -1,0 +1,61 @@
+"""Run one heavy pure-Python/scipy computation in a spawned process, cancellably (no Qt).
+
+Why: the random-walker pseudo-labels spend most of their time in scipy code that holds the GIL, so in
+a thread they starve napari's event loop (bench/widget_results.md measured stalls of ~200 ms, over a
+thousand above 50 ms, on an ACDC volume).  torch training releases the GIL and stays in a thread.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import traceback
+from typing import Any, Callable
+
+
+class Cancelled(Exception):
+    """The caller asked to stop; the child process was terminated."""
+
+
+def _child(conn: Any, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
+    try:
+        conn.send((True, fn(*args, **kwargs)))
+    except BaseException as exc:  # noqa: BLE001 - every failure goes back to the parent
+        try:
+            conn.send((False, exc))
+        except Exception:  # unpicklable exception: send its text
+            conn.send((False, RuntimeError(f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")))
+    finally:
+        conn.close()
+
+
+def run_in_process(fn: Callable[..., Any], *args: Any, should_stop: Callable[[], bool] | None = None,
+                   poll_s: float = 0.1, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` in a fresh spawned process; its exception is re-raised here.
+
+    ``should_stop()`` is checked every ``poll_s``; when it returns True the child is terminated and
+    :class:`Cancelled` is raised.  A child that dies without answering raises RuntimeError.
+    """
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(child, fn, args, kwargs), name="sparseseg-job", daemon=True)
+    proc.start()
+    child.close()
+    try:
+        while True:
+            if parent.poll(poll_s):
+                try:
+                    ok, value = parent.recv()
+                except EOFError:
+                    raise RuntimeError(f"the background process ended without a result (exit code {proc.exitcode})") from None
+                if ok:
+                    return value
+                raise value
+            if should_stop is not None and should_stop():
+                raise Cancelled()
+            if not proc.is_alive() and not parent.poll(0):
+                raise RuntimeError(f"the background process died (exit code {proc.exitcode})")
+    finally:
+        if proc.is_alive():
+            proc.terminate()
+        proc.join(5)
+        parent.close()
