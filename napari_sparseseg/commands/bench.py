@@ -1,0 +1,110 @@
+"""``sparseseg bench``: Dice against human effort, side by side with the baselines, and simulated
+active learning (code in :mod:`napari_sparseseg.benchmarking`).
+
+    sparseseg bench --quick --out /tmp/bench-quick          # < 3 min on 2 cores (CI)
+    sparseseg bench --out bench/results                     # every setting on every shared case
+    sparseseg bench --out bench/results --report-only       # regenerate RESULTS.md + plots from JSON
+
+Heavy runs on a shared machine: ``flock /tmp/sparseseg_heavy.lock nice -n 5 sparseseg bench ...``.
+A run resumes where it stopped (rows already in ``OUT/rows.jsonl`` are kept); ``--fresh`` starts over.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "bench",
+        help="benchmark: Dice vs marked voxels for ours and the baselines, and simulated active learning",
+        description="Run settings x methods x cases on the shared data, write one JSON row per run, "
+        "RESULTS.md with tables, and PNG plots (Dice vs marked voxels, Dice vs correction rounds).",
+    )
+    p.add_argument("--out", type=Path, default=Path("bench/results"), help="output folder (default bench/results)")
+    p.add_argument("--data", type=Path, default=None, help="shared data folder (default: ../shared/data or $SPARSESEG_DATA)")
+    p.add_argument("--quick", action="store_true", help="2 hippocampus cases + 1 ACDC volume, short budgets (< 3 min)")
+    p.add_argument("--datasets", nargs="+", default=None, help="subset of data sets (acdc hippocampus brain_tumor)")
+    p.add_argument("--settings", nargs="+", default=None,
+                   help="override the settings for every simulated data set (e.g. slices-1 slices-3 points-5)")
+    p.add_argument("--methods", nargs="+", default=None, help="subset of methods (see --list)")
+    p.add_argument("--cases", type=int, default=None, help="at most this many cases per data set")
+    p.add_argument("--steps", type=int, default=None, help="training steps of every trained method")
+    p.add_argument("--warm-steps", type=int, default=None, help="training steps per active-learning round")
+    p.add_argument("--rounds", type=int, default=None, help="active-learning rounds")
+    p.add_argument("--active-cases", type=int, default=None, help="active-learning cases per data set")
+    p.add_argument("--active-datasets", nargs="+", default=None,
+                   help="data sets of the active-learning simulation (default: hippocampus from slices-1, "
+                   "ACDC from its human scribbles)")
+    p.add_argument("--no-active", action="store_true", help="skip the active-learning simulation")
+    p.add_argument("--no-suite", action="store_true", help="only the active-learning simulation")
+    p.add_argument("--no-distances", action="store_true", help="skip HD95/ASSD (faster)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--label", default=None, help="a line printed at the top of RESULTS.md (e.g. 'reduced run: ...')")
+    p.add_argument("--fresh", action="store_true", help="discard earlier rows in OUT instead of resuming")
+    p.add_argument("--report-only", action="store_true", help="only regenerate RESULTS.md and the plots")
+    p.add_argument("--list", action="store_true", help="list methods, data sets and settings, then exit")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from ..benchmarking import METHODS
+    from ..benchmarking.cases import DATASETS, check_setting, find_data_root
+    from ..benchmarking.suite import command_line, full_specs, quick_specs, run_bench, write_report
+
+    if args.list:
+        for name, m in METHODS.items():
+            print(f"method   {name:14s} [{m.kind}] {m.description}")
+        for name, d in DATASETS.items():
+            extra = ", human-scribbles" if d.human_scribbles else ""
+            print(f"dataset  {name:14s} classes {dict(d.class_names)}; settings scribbles, points-K, slices-K{extra}")
+        return 0
+    command = command_line(sys.argv[2:] if len(sys.argv) > 1 and sys.argv[1] == "bench" else [])
+    if args.report_only:
+        path = write_report(args.out)
+        print(f"wrote {path}")
+        return 0
+    root = find_data_root(args.data)
+    suite, active = quick_specs() if args.quick else full_specs(args.cases)
+    if args.datasets:
+        unknown = [d for d in args.datasets if d not in DATASETS]
+        if unknown:
+            from ..errors import SparsesegError
+
+            raise SparsesegError(f"unknown data set(s) {unknown}; choose from {', '.join(DATASETS)}")
+        suite.settings = {d: s for d, s in suite.settings.items() if d in args.datasets}
+        for d in args.datasets:
+            suite.settings.setdefault(d, ["human-scribbles"] if d == "acdc" else ["slices-3"])
+        active.starts = {d: s for d, s in active.starts.items() if d in args.datasets}
+    if args.settings:  # ACDC keeps its human scribbles; the simulated data sets take these
+        suite.settings = {d: (s if d == "acdc" else list(args.settings)) for d, s in suite.settings.items()}
+        for d, ss in suite.settings.items():
+            for s in ss:
+                check_setting(d, s)
+    if args.methods:
+        suite.methods = list(args.methods)
+    if args.cases is not None:
+        suite.max_cases = args.cases
+        suite.case_limits = {}
+        suite.cases = {d: (names[: args.cases] if names else None) for d, names in suite.cases.items()}
+    b = suite.budget
+    suite.budget = replace(b, steps=args.steps or b.steps, warm_steps=args.warm_steps or b.warm_steps, seed=args.seed)
+    suite.seed = args.seed
+    suite.distances = not args.no_distances
+    if args.rounds is not None:
+        active.rounds = args.rounds
+    if args.active_datasets:
+        active.starts = {d: s for d, s in {"hippocampus": "slices-1", "acdc": "human-scribbles",
+                                           "brain_tumor": "slices-1"}.items() if d in args.active_datasets}
+    if args.active_cases is not None:
+        active.cases = args.active_cases
+    if args.no_suite:
+        suite.methods = []
+    path = run_bench(suite, None if args.no_active else active, root, args.out, resume=not args.fresh,
+                     command=command, label=args.label, log=lambda s: print(s, file=sys.stderr, flush=True))
+    print(f"wrote {path}")
+    return 0
