@@ -83,11 +83,16 @@ def run_active(spec: ActiveSpec, budget: Budget, root: Path, out_dir: Path, *, r
     return read_rows(path)
 
 
-def write_report(out_dir: Path, command: str | None = None) -> Path:
-    """(Re)generate ``RESULTS.md`` and the plots from the JSON in ``out_dir``."""
+def write_report(out_dir: Path, command: str | None = None, md_path: Path | None = None) -> Path:
+    """(Re)generate the markdown report (default ``out_dir/RESULTS.md``) and the plots from the JSON
+    in ``out_dir``; image links are relative to the markdown file."""
+    import os
+
     from .report import active_table, plot_active, plot_effort, summary_table, where_we_lose
 
     out_dir = Path(out_dir)
+    md = Path(md_path) if md_path is not None else out_dir / "RESULTS.md"
+    rel = Path(os.path.relpath(out_dir.resolve(), md.parent.resolve()))
     meta_path = out_dir / "results.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     rows = read_rows(out_dir / "rows.jsonl")
@@ -119,7 +124,7 @@ def write_report(out_dir: Path, command: str | None = None) -> Path:
         lines.append("Means over cases; HD95/ASSD over classes where defined; seconds and peak RSS of the "
                      "whole method (pseudo-labels + training + prediction), RSS of the whole bench process.\n")
         lines.append(summary_table(rows))
-        lines.append("![Dice vs marked voxels](dice_vs_effort.png)\n")
+        lines.append(f"![Dice vs marked voxels]({(rel / 'dice_vs_effort.png').as_posix()})\n")
         lose = where_we_lose(rows)
         lines.append("### Where we lose\n")
         lines.append(("Ours (`sparseseg`) is beaten on: " + "; ".join(lose) + ".\n") if lose else
@@ -131,15 +136,16 @@ def write_report(out_dir: Path, command: str | None = None) -> Path:
                      "scribble on that slice's largest error region, and the model warm-starts "
                      "(`Trainer.update_annotation`). All strategies start from the same trained weights.\n")
         lines.append(active_table(active))
-        lines.append("![Dice vs rounds](dice_vs_rounds.png)\n")
+        lines.append(f"![Dice vs rounds]({(rel / 'dice_vs_rounds.png').as_posix()})\n")
         plot_active(active, out_dir / "dice_vs_rounds.png")
-    path = out_dir / "RESULTS.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    from ..io import atomic_write_text
+
+    return atomic_write_text(md, "\n".join(lines) + "\n")
 
 
 def run_bench(suite: SuiteSpec, active: ActiveSpec | None, root: Path, out_dir: Path, *, resume: bool = True,
-              command: str | None = None, label: str | None = None, log: Callable[[str], None] = print) -> Path:
+              command: str | None = None, label: str | None = None, md_path: Path | None = None,
+              log: Callable[[str], None] = print) -> Path:
     """Run the suite and the active-learning simulation, then write ``results.json`` and the report."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -155,7 +161,7 @@ def run_bench(suite: SuiteSpec, active: ActiveSpec | None, root: Path, out_dir: 
         "budget": asdict(suite.budget), "applied_guards": guards, "rows": rows, "active": records,
     }
     atomic_write_text(out_dir / "results.json", json.dumps(meta, indent=1, allow_nan=False))
-    return write_report(out_dir, command)
+    return write_report(out_dir, command, md_path)
 
 
 def command_line(argv: list[str]) -> str:

@@ -24,6 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "RESULTS.md with tables, and PNG plots (Dice vs marked voxels, Dice vs correction rounds).",
     )
     p.add_argument("--out", type=Path, default=Path("bench/results"), help="output folder (default bench/results)")
+    p.add_argument("--md", type=Path, default=None,
+                   help="markdown report to write (default OUT/RESULTS.md; the committed one: bench/RESULTS.md)")
     p.add_argument("--data", type=Path, default=None, help="shared data folder (default: ../shared/data or $SPARSESEG_DATA)")
     p.add_argument("--quick", action="store_true", help="2 hippocampus cases + 1 ACDC volume, short budgets (< 3 min)")
     p.add_argument("--datasets", nargs="+", default=None, help="subset of data sets (acdc hippocampus brain_tumor)")
@@ -65,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     command = command_line(sys.argv[2:] if len(sys.argv) > 1 and sys.argv[1] == "bench" else [])
     if args.report_only:
-        path = write_report(args.out)
+        path = write_report(args.out, md_path=args.md)
         print(f"wrote {path}")
         return 0
     root = find_data_root(args.data)
@@ -105,6 +107,6 @@ def run(args: argparse.Namespace) -> int:
     if args.no_suite:
         suite.methods = []
     path = run_bench(suite, None if args.no_active else active, root, args.out, resume=not args.fresh,
-                     command=command, label=args.label, log=lambda s: print(s, file=sys.stderr, flush=True))
+                     command=command, label=args.label, md_path=args.md, log=lambda s: print(s, file=sys.stderr, flush=True))
     print(f"wrote {path}")
     return 0
