@@ -67,6 +67,11 @@ def main(budget: float = 40.0) -> int:
     viewer.camera.zoom = viewer.camera.zoom * 1.0
     viewer.layers.selection.active = w.pred_layer
     pump(1.0)
+    from napari._qt.dialogs.qt_notification import NapariQtNotification
+
+    for toast in viewer.window._qt_window.findChildren(NapariQtNotification):
+        toast.close()  # the PyQt5 deprecation toast would cover the canvas
+    pump(0.5)
     viewer.screenshot(str(OUT), canvas_only=False, flash=False)
     print(f"wrote {OUT} ({w.training.eta.text()}; slice {w.current_z()})")
     w.close_session()

@@ -16,7 +16,7 @@ class LossPlot(QWidget):
         super().__init__(parent)
         self.max_points = max_points
         self.series: dict[str, list[tuple[float, float]]] = {}
-        self.setMinimumHeight(90)
+        self.setMinimumHeight(110)
         self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
 
     def clear(self) -> None:
@@ -57,6 +57,11 @@ class LossPlot(QWidget):
         p.drawText(2, h - bottom, f"{y0:.2g}")
         p.drawText(left, h - 2, f"step {int(x0)}")
         p.drawText(w - 70, h - 2, f"{int(x1)}")
+        font = p.font()
+        font.setPointSizeF(max(6.0, font.pointSizeF() * 0.8))
+        p.setFont(font)
+        fm = p.fontMetrics()
+        lx, ly = left + 4, top + 10
         for i, (name, pts) in enumerate(self.series.items()):
             color = QColor(_COLORS[i % len(_COLORS)])
             poly = QPolygonF(
@@ -64,5 +69,10 @@ class LossPlot(QWidget):
             )
             p.setPen(QPen(color, 1.5))
             p.drawPolyline(poly)
-            p.drawText(left + 4 + 70 * i, top + 10, name[:10])
+            label = name.replace("_", " ")
+            tw = fm.horizontalAdvance(label) + 8
+            if lx + tw > w - right:  # legend wraps instead of overlapping
+                lx, ly = left + 4, ly + fm.height()
+            p.drawText(lx, ly, label)
+            lx += tw
         p.end()

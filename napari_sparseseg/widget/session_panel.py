@@ -259,6 +259,7 @@ class SessionPanel(QGroupBox):
             layer.refresh()
         if s.checkpoint is not None and s.checkpoint.exists():
             self._load_model(s)
+        self.discard_autosave()  # the session's marks supersede an autosave offer for this image
         self.schedule_autosave()
         host._sync_buttons()
         host.set_status(f"session {Path(folder).name} reopened ({int(np.count_nonzero(s.annotations))} marks)")

@@ -313,7 +313,7 @@ class TrainingPanel(QGroupBox):
                 if visible and ul.visible:
                     ul.refresh()
         self.n_predictions += 1
-        self._sync_buttons()
+        self.host._sync_buttons()
 
     def _on_failed(self, msg: str) -> None:
         self._last_error = msg
@@ -326,8 +326,10 @@ class TrainingPanel(QGroupBox):
         if outcome == "done":
             self.progress.setValue(1000)
             self.eta.setText(f"done (step {self.last_event.step if self.last_event else 0})")
+            self.host.set_status("Training done. Repaint wrong voxels on 'prediction' and press Accept corrections "
+                                 "(training continues), or go to the Next slice to review.")
         elif outcome == "cancelled":
             self.eta.setText("stopped")
         else:
             self.eta.setText("failed (see notification); you can start again")
-        self._sync_buttons()
+        self.host._sync_buttons()
