@@ -56,6 +56,7 @@ def make_pseudo_labels(
     if method == "auto":
         method = DEFAULT_METHOD
     if method.startswith("random-walker"):
+        options.pop("cache_dir", None)  # the walker needs no embeddings
         unmarked = {"random-walker": "walker3d", "random-walker-nearest": "nearest",
                     "random-walker-ignore": "ignore"}[method]
         out = random_walker_pseudo(arr, ann, unmarked=unmarked, spacing=spacing, progress=progress,

@@ -51,6 +51,10 @@ def walker_probabilities(
     if len(present) == 1:
         out[present[0] - 1] = 1.0
         return out
+    if (seeds > 0).all():  # a fully labelled slice: nothing to walk (skimage returns odd shapes here)
+        for v in present:
+            out[v - 1] = seeds == v
+        return out
     with warnings.catch_warnings():
         # the solver's tolerance lets probabilities overshoot [0, 1] slightly; we clip below
         warnings.filterwarnings("ignore", message="The probability range is outside")
