@@ -15,6 +15,7 @@ Add a method (e.g. a seed paper's)::
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -124,8 +125,10 @@ def _sparseseg(case: Case, ann: SparseAnnotation, budget: Budget) -> MethodResul
 
     pseudo = make_pseudo_labels(case.image, ann, "auto")
     trainer = Trainer(case.image, ann, train_config(budget), pseudo=pseudo)
+    t0 = time.perf_counter()
     ev = run_to_end(trainer)
     return MethodResult(np.asarray(ev.prediction), {"steps": trainer.step, "network": trainer.spec.name,
+                                                    "train_seconds": time.perf_counter() - t0,
                                                     "pseudo_method": pseudo.info.get("method")})
 
 
@@ -161,5 +164,7 @@ def _supervised(case: Case, ann: SparseAnnotation, budget: Budget) -> MethodResu
 
     dense = dense_annotation(case)
     trainer = Trainer(case.image, dense, train_config(budget))
+    t0 = time.perf_counter()
     ev = run_to_end(trainer)
-    return MethodResult(np.asarray(ev.prediction), {"steps": trainer.step, "network": trainer.spec.name})
+    return MethodResult(np.asarray(ev.prediction), {"steps": trainer.step, "network": trainer.spec.name,
+                                                    "train_seconds": time.perf_counter() - t0})

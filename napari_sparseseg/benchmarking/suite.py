@@ -83,7 +83,60 @@ def run_active(spec: ActiveSpec, budget: Budget, root: Path, out_dir: Path, *, r
     return read_rows(path)
 
 
-def write_report(out_dir: Path, command: str | None = None, md_path: Path | None = None) -> Path:
+def estimate_full_run(rows: list[dict[str, Any]], active: list[dict[str, Any]], steps: int,
+                      warm_steps: int) -> str:
+    """A rough time for the full run, extrapolated from this run's own per-row seconds.
+
+    Trained methods' seconds are scaled by the step ratio (an over-estimate: their fixed costs, such
+    as pseudo-labels and prediction, do not grow with steps).  Data sets this run did not touch are
+    named as unmeasured.
+    """
+    import numpy as np
+
+    from .cases import find_data_root
+    from .methods import METHODS
+
+    suite, act = full_specs()
+    try:
+        root = find_data_root()
+    except FileNotFoundError:
+        return "Full-run estimate: shared data not found."
+    total, unmeasured, n_rows = 0.0, [], 0
+    trained = {"sparseseg", "supervised"}  # rows without train_seconds: scale all their time
+    for ds, settings in suite.settings.items():
+        n_cases = len(list_cases(root, ds)[: suite.case_limits.get(ds, suite.max_cases) or None])
+        for m in suite.methods:
+            n = n_cases * (1 if not METHODS[m].uses_marks else len(settings))
+            n_rows += n
+            rs = [r for r in rows if r["dataset"] == ds and r["method"] == m and not r.get("error")]
+            if not rs:
+                unmeasured.append(f"{ds}/{m}")
+                continue
+            ratio = suite.budget.steps / max(steps, 1)
+            # only the training part grows with the step budget
+            secs = [r["seconds"] + (ratio - 1) * float((r.get("info") or {}).get("train_seconds", r["seconds"] if m in trained else 0.0))
+                    for r in rs]
+            total += n * float(np.mean(secs))
+    if active:
+        per_round = np.mean([v["seconds"] / max(len(v["dice"]) - 1, 1) for r in active for v in r["strategies"].values()])
+        n_rounds = act.cases * len(act.starts) * len(act.strategies) * act.rounds
+        total += n_rounds * float(per_round) * act_scale(warm_steps, suite.budget.warm_steps)
+    txt = (f"The full run (`sparseseg bench --out bench/results --md bench/RESULTS.md`: {n_rows} rows over "
+           f"{', '.join(f'{d} ({len(s)} setting(s))' for d, s in suite.settings.items())}, "
+           f"{suite.budget.steps} steps; active learning on {act.cases} case(s) of {', '.join(act.starts)}, "
+           f"{act.rounds} rounds x {suite.budget.warm_steps} warm steps) would take roughly "
+           f"{total / 3600:.1f} h on this machine at this run's load, extrapolated from this run's per-row times")
+    if unmeasured:
+        txt += f", plus the unmeasured {', '.join(sorted(set(unmeasured)))}"
+    return txt + "."
+
+
+def act_scale(run_warm: int, full_warm: int) -> float:
+    return full_warm / max(run_warm, 1)
+
+
+def write_report(out_dir: Path, command: str | None = None, md_path: Path | None = None,
+                 label: str | None = None) -> Path:
     """(Re)generate the markdown report (default ``out_dir/RESULTS.md``) and the plots from the JSON
     in ``out_dir``; image links are relative to the markdown file."""
     import os
@@ -101,8 +154,11 @@ def write_report(out_dir: Path, command: str | None = None, md_path: Path | None
     cmd = command or meta.get("command")
     if cmd:
         lines.append(f"Regenerate: `{cmd}`\n")
-    if meta.get("label"):
-        lines.append(f"**{meta['label']}**\n")
+    if label or meta.get("label"):
+        lines.append(f"**{label or meta['label']}**\n")
+    if meta and not meta.get("finished", True):
+        lines.append(f"**This run was stopped before it finished** (started {meta.get('started_utc')}); "
+                     "the tables hold the rows that completed.\n")
     mi = meta.get("machine", {})
     if mi:
         lines.append(
@@ -138,6 +194,10 @@ def write_report(out_dir: Path, command: str | None = None, md_path: Path | None
         lines.append(active_table(active))
         lines.append(f"![Dice vs rounds]({(rel / 'dice_vs_rounds.png').as_posix()})\n")
         plot_active(active, out_dir / "dice_vs_rounds.png")
+    b = meta.get("budget") or {}
+    if rows and b:
+        lines.append("## Full run\n")
+        lines.append(estimate_full_run(rows, active, int(b.get("steps", 1)), int(b.get("warm_steps", 1))) + "\n")
     from ..io import atomic_write_text
 
     return atomic_write_text(md, "\n".join(lines) + "\n")
@@ -152,15 +212,23 @@ def run_bench(suite: SuiteSpec, active: ActiveSpec | None, root: Path, out_dir: 
     guards = apply_guards()
     t0 = time.perf_counter()
     prev = json.loads((out_dir / "results.json").read_text()) if resume and (out_dir / "results.json").is_file() else {}
+    prev_wall = float(prev.get("wall_seconds", 0.0)) if resume else 0.0
+    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+
+    def save(rows: list, records: list, finished: bool) -> None:
+        # written before and after the run, so an interrupted run can still be reported (--report-only)
+        meta = {
+            "command": command, "label": label, "finished": finished, "started_utc": started,
+            "wall_seconds": time.perf_counter() - t0 + prev_wall, "machine": machine_info(),
+            "spec": suite.to_dict(), "active_spec": asdict(active) if active else None,
+            "budget": asdict(suite.budget), "applied_guards": guards, "rows": rows, "active": records,
+        }
+        atomic_write_text(out_dir / "results.json", json.dumps(meta, indent=1, allow_nan=False))
+
+    save([], [], False)
     rows = run_suite(suite, root, out_dir, resume=resume, log=log) if suite.methods and suite.settings else []
     records = run_active(active, suite.budget, root, out_dir, resume=resume, log=log) if active and active.starts else []
-    wall = time.perf_counter() - t0 + (float(prev.get("wall_seconds", 0.0)) if resume else 0.0)
-    meta = {
-        "command": command, "label": label, "wall_seconds": wall, "machine": machine_info(),
-        "spec": suite.to_dict(), "active_spec": asdict(active) if active else None,
-        "budget": asdict(suite.budget), "applied_guards": guards, "rows": rows, "active": records,
-    }
-    atomic_write_text(out_dir / "results.json", json.dumps(meta, indent=1, allow_nan=False))
+    save(rows, records, True)
     return write_report(out_dir, command, md_path)
 
 

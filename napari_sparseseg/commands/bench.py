@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     command = command_line(sys.argv[2:] if len(sys.argv) > 1 and sys.argv[1] == "bench" else [])
     if args.report_only:
-        path = write_report(args.out, md_path=args.md)
+        path = write_report(args.out, md_path=args.md, label=args.label)
         print(f"wrote {path}")
         return 0
     root = find_data_root(args.data)
