@@ -17,9 +17,14 @@ fi
 stamp="$VENV/.sparseseg-installed"
 if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
     echo "[setup] installing napari-sparseseg and its dependencies (first run: a few minutes)" >&2
-    "$VENV/bin/python" -m pip install --quiet --upgrade pip
-    "$VENV/bin/python" -m pip install --quiet -e "$ROOT[test]"
-    "$VENV/bin/python" -m pip check
+    log="$VENV/install.log"
+    if ! { "$VENV/bin/python" -m pip install --upgrade pip \
+           && "$VENV/bin/python" -m pip install -e "$ROOT[test]" \
+           && "$VENV/bin/python" -m pip check; } >"$log" 2>&1; then
+        tail -n 40 "$log" >&2
+        echo "[setup] installation failed; full log: $log" >&2
+        exit 1
+    fi
     touch "$stamp"
 fi
 export PATH="$VENV/bin:$PATH"
