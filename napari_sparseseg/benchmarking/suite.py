@@ -39,7 +39,7 @@ class ActiveSpec:
 
 def quick_specs() -> tuple[SuiteSpec, ActiveSpec]:
     """Under 3 minutes on 2 cores: 2 hippocampus cases + 1 ACDC volume, short budgets, no SAM."""
-    budget = Budget(steps=25, warm_steps=8, seconds=120)
+    budget = Budget(steps=12, warm_steps=4, seconds=120)
     suite = SuiteSpec(
         settings={"hippocampus": ["slices-3"], "acdc": ["human-scribbles"]},
         methods=["sparseseg", "random-walker", "supervised"],
