@@ -89,7 +89,7 @@ def test_draw_train_stream_correct_export_reopen(make_napari_viewer, qtbot, open
 
     # train in the background; predictions stream into the layers
     w.train_overrides = dict(FAST)
-    w.training.budget.setValue(4)
+    w.training.budget.setValue(3)
     w.training.pseudo_method.setCurrentText("random-walker")
     qtbot.mouseClick(w.training.start_btn, Qt.LeftButton)
     assert w.training.runner.running and not w.training.start_btn.isEnabled()
@@ -119,13 +119,16 @@ def test_draw_train_stream_correct_export_reopen(make_napari_viewer, qtbot, open
     assert all(after[c] == 2 for c in edited)
     assert z in w.training.reviewed
     assert w.training.runner.running  # accepting continued training from the current weights
-    # undo the accept (our button), then napari's own undo of the same step is not needed
-    _wait_done(qtbot, w)
+    qtbot.mouseClick(w.training.stop_btn, Qt.LeftButton)
+    _wait_done(qtbot, w, timeout=30_000)
+    assert w.training.eta.text() == "stopped"
+    # undo the accept (our button): the marks go back, the edits are pending again
     qtbot.mouseClick(w.training.undo_btn, Qt.LeftButton)
     np.testing.assert_array_equal(np.asarray(w.ann_layer.data), before)
     qtbot.mouseClick(w.training.accept_btn, Qt.LeftButton)  # accept again (continues training)
     assert all(w.ann_layer.data[c] == 2 for c in edited)
-    _wait_done(qtbot, w)
+    qtbot.mouseClick(w.training.stop_btn, Qt.LeftButton)
+    _wait_done(qtbot, w, timeout=30_000)
 
     # next slice to review: the viewer moves to the strategy's first slice
     w.training.strategy.setCurrentText("entropy")
