@@ -169,14 +169,21 @@ def main(argv=None) -> int:
             best = max(r["results"].items(), key=lambda kv: kv[1]["dice"])
             print(f"{name} {p.name}: walker {r['results']['random-walker[walker3d]']['dice']:.3f} "
                   f"best {best[0]} {best[1]['dice']:.3f} ({r['total_s']:.0f}s)", flush=True)
-        meta["n_cases"][name] = len(per_set[name])
-        meta["annotation"][name] = "human scribbles, background 4" if name == "acdc" else "3 simulated labelled slices, axis 0"
-    summary = summarise(per_set)
-    out = Path(args.out)
-    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "summary": summary, "cases": per_set}, indent=1))
-    out.with_suffix(".md").write_text(markdown(summary, meta))
-    print(markdown(summary, meta))
+            meta["n_cases"][name] = len(per_set[name])
+            meta["annotation"][name] = ("human scribbles, background 4" if name == "acdc"
+                                        else "3 simulated labelled slices, axis 0")
+            write(per_set, meta, Path(args.out))  # after every case: a long run leaves usable results
+    print(write(per_set, meta, Path(args.out)))
     return 0
+
+
+def write(per_set: dict, meta: dict, out: Path) -> str:
+    summary = summarise({k: v for k, v in per_set.items() if v})
+    meta = dict(meta, finished=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "summary": summary, "cases": per_set}, indent=1))
+    md = markdown(summary, meta)
+    out.with_suffix(".md").write_text(md)
+    return md
 
 
 if __name__ == "__main__":

@@ -43,3 +43,20 @@ def test_onnx_litemedsam_masks_match_eager(tmp_path, shared_data):
         m_e = b.decode(eager, boxes=box)[0][0, 0] > 0
         m_f = b.decode(fast, boxes=box)[0][0, 0] > 0
         assert _dice(m_e, m_f) >= 0.99
+
+
+def test_onnx_decoder_matches_eager_for_boxes_points_and_multimask(tmp_path):
+    b = tiny_random_sam(seed=3)
+    img = np.random.default_rng(2).random((40, 50)).astype(np.float32)
+    assert enable_fast_encoder(b, tmp_path)
+    assert b.fast_decoder is not None
+    emb = b.encode(img)
+    boxes = np.array([[2, 3, 30, 25], [10, 10, 45, 38]], np.float32)
+    pts = np.array([[[5, 5], [20, 20]], [[30, 30], [8, 33]]], np.float32)
+    labs = np.array([[1, 0], [1, 1]])
+    for kw in ({"boxes": boxes}, {"boxes": boxes, "points": pts, "point_labels": labs},
+               {"points": pts, "point_labels": labs, "multimask": True}):
+        lf, sf = b.decode(emb, **kw)
+        le, se = b.decode(emb, use_fast=False, **kw)
+        np.testing.assert_allclose(lf, le, atol=1e-3)
+        np.testing.assert_allclose(sf, se, atol=1e-4)

@@ -73,6 +73,8 @@ class SamBackend:
         self._dense_pe = None
         #: optional replacement for the eager encoder (e.g. a quantised copy), same call signature
         self.fast_encoder: torch.nn.Module | None = None
+        #: optional replacement for ``mask_decoder.predict_masks`` (see ``sam.fast``)
+        self.fast_decoder = None
 
     # ------------------------------------------------------------------ encode
     def preprocess(self, slice2d: np.ndarray) -> torch.Tensor:
@@ -118,6 +120,7 @@ class SamBackend:
         *,
         multimask: bool = False,
         low_res: bool = False,
+        use_fast: bool = True,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Decode prompts on a cached embedding.
 
@@ -128,6 +131,7 @@ class SamBackend:
                 (``low_res=True``) used as a dense prompt, e.g. from the neighbouring slice.
             multimask: return the decoder's 3 candidate masks instead of 1.
             low_res: return the decoder's 256 x 256 logits instead of slice-resolution logits.
+            use_fast: use the ONNX decoder when one is attached (``sam.fast``).
 
         Returns:
             ``(logits, scores)``: logits ``(N, K, H, W)`` float32 (K = 1 or 3), scores ``(N, K)``.
@@ -168,10 +172,15 @@ class SamBackend:
         if self._dense_pe is None:
             self._dense_pe = self.prompt_encoder.get_dense_pe()
         feats = torch.from_numpy(emb.features).to(self.device)[None]
-        logits, scores = self.mask_decoder(
-            image_embeddings=feats, image_pe=self._dense_pe, sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense, multimask_output=multimask,
-        )
+        if self.fast_decoder is not None and use_fast:
+            logits, scores = self.fast_decoder(feats, self._dense_pe, sparse, dense)
+            sel = slice(1, None) if multimask else slice(0, 1)
+            logits, scores = logits[:, sel], scores[:, sel]
+        else:
+            logits, scores = self.mask_decoder(
+                image_embeddings=feats, image_pe=self._dense_pe, sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense, multimask_output=multimask,
+            )
         if low_res:
             return logits.float().cpu().numpy(), scores.float().cpu().numpy()
         return self.postprocess(logits, emb).cpu().numpy(), scores.float().cpu().numpy()
