@@ -299,7 +299,7 @@ def main() -> int:
     ap.add_argument("--acdc-case", default="patient001_frame01")
     ap.add_argument("--out", default=str(REPO / "bench" / "widget_results"))
     args = ap.parse_args()
-    app = napari.qt.get_qapp()  # noqa: F841
+    napari.qt.get_qapp()
     res = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(), "training": []}
     probe = StallProbe()
     res["sam"] = bench_sam()

@@ -31,12 +31,12 @@ class BackgroundJobs(QObject):
         self._keys: set[str] = set()
         self._keys_lock = threading.Lock()
         self._busy = threading.Event()
+        self._pending = 0  # submitted and not yet delivered; touched on the GUI thread only
         self._thread = threading.Thread(target=self._loop, name=f"sparseseg-{name}", daemon=True)
         self._thread.start()
         self._timer = QTimer(self)
         self._timer.setInterval(poll_ms)
-        self._timer.timeout.connect(self.deliver)
-        self._timer.start()
+        self._timer.timeout.connect(self.deliver)  # runs only while jobs are pending (no idle wake-ups)
 
     def submit(self, fn: Callable[[], Any], on_done: Callback | None = None, *, priority: int = 1,
                key: str | None = None, on_error: Callback | None = None) -> bool:
@@ -47,10 +47,14 @@ class BackgroundJobs(QObject):
                     return False
                 self._keys.add(key)
         self._todo.put((priority, next(self._count), fn, on_done, on_error, key))
+        self._pending += 1
+        if not self._timer.isActive():
+            self._timer.start()
         return True
 
     def idle(self) -> bool:
-        return self._todo.empty() and not self._busy.is_set() and self._done.empty()
+        """No job queued, running or waiting for delivery (counted on the GUI thread: no race)."""
+        return self._pending == 0
 
     def _loop(self) -> None:
         while True:
@@ -76,7 +80,10 @@ class BackgroundJobs(QObject):
             try:
                 cb, result, exc = self._done.get_nowait()
             except queue.Empty:
+                if self.idle():
+                    self._timer.stop()
                 return
+            self._pending -= 1
             try:
                 if exc is not None:
                     if cb is not None:
@@ -108,6 +115,10 @@ class BackgroundJobs(QObject):
                 item = self._todo.get_nowait()
             except queue.Empty:
                 return
+            if item[2] is None:  # the shutdown sentinel stays
+                self._todo.put(item)
+                return
+            self._pending -= 1
             key = item[5]
             if key is not None:
                 with self._keys_lock:

@@ -19,7 +19,6 @@ from qtpy.QtWidgets import QFileDialog, QFrame, QGroupBox, QHBoxLayout, QLabel, 
 
 from ..errors import SparsesegError
 from ..session import AnnotationAutosave, AutosaveState, Session, SessionError, image_fingerprint
-from . import layers as L
 from .guard import guarded, notify_info
 from .jobs import BackgroundJobs
 
