@@ -92,12 +92,13 @@ torch.set_num_threads(2)
 from napari_sparseseg.annotations.simulate import simulate_slices
 from napari_sparseseg.io import Volume
 from napari_sparseseg.pseudo import make_pseudo_labels
-shape = (300, 512, 512)
+shape = tuple(int(v) for v in sys.argv[3].split("x")) if len(sys.argv) > 3 else (300, 512, 512)
 rng = np.random.default_rng(0)
 zz, yy, xx = np.ogrid[:shape[0], :shape[1], :shape[2]]
 # an ellipsoid spanning NZ slices: only slices where the walker finds the object get encoded
 nz = int(sys.argv[2])
-obj = ((zz - 150) / (nz / 2)) ** 2 + ((yy - 256) / 60.0) ** 2 + ((xx - 240) / 45.0) ** 2 <= 1
+c = [s // 2 for s in shape]
+obj = ((zz - c[0]) / (nz / 2)) ** 2 + ((yy - c[1]) / (shape[1] / 8.5)) ** 2 + ((xx - c[2]) / (shape[2] / 11.4)) ** 2 <= 1
 img = (rng.normal(0.2, 0.05, shape).astype(np.float32) + 0.5 * obj).astype(np.float32)
 dense = obj.astype(np.int16)
 del obj
@@ -112,9 +113,9 @@ print(json.dumps({"seconds": dt, "peak_rss_gib": resource.getrusage(resource.RUS
 """
 
 
-def memory(nz: int, onnx_env: dict) -> dict:
+def memory(nz: int, onnx_env: dict, shape: str = "300x512x512") -> dict:
     with tempfile.TemporaryDirectory() as d:
-        r = subprocess.run([sys.executable, "-c", MEMORY_CHILD, d, str(nz)], capture_output=True, text=True,
+        r = subprocess.run([sys.executable, "-c", MEMORY_CHILD, d, str(nz), shape], capture_output=True, text=True,
                            env=onnx_env, cwd=REPO)
         if r.returncode != 0:
             raise RuntimeError(r.stderr[-2000:])
@@ -128,6 +129,7 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--memory-object-slices", type=int, default=24)
     ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--memory-only", action="store_true", help="only the 512x512x300 memory run (own output file)")
     ap.add_argument("--out", default=str(REPO / "bench" / "sam_speed_results"))
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
@@ -135,6 +137,16 @@ def main(argv=None) -> int:
     meta = {"machine": f"{platform.node()} {os.cpu_count()} CPU cores, no GPU, shared with other jobs",
             "torch_threads": torch.get_num_threads(), "load_at_start": os.getloadavg()[0],
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    if args.memory_only:
+        env = dict(os.environ, SPARSESEG_CACHE=str(onnx_dir.parent / "embeddings"))
+        m = memory(args.memory_object_slices, env)
+        res = {"meta": meta, "memory_512x512x300": m}
+        Path(args.out).with_suffix(".json").write_text(json.dumps(res, indent=1))
+        md = memory_md(m)
+        Path(args.out).with_suffix(".md").write_text("# SAM pseudo-label memory (bench/bench_sam_speed.py --memory-only)\n\n"
+                                                     f"Machine: {meta['machine']}, {meta['date']}.\n\n" + "\n".join(md))
+        print("\n".join(md))
+        return 0
     res = {"meta": meta, "speed": speed(Path(args.data), args.slices, args.reps, onnx_dir)}
     if not args.skip_memory:
         env = dict(os.environ, SPARSESEG_CACHE=str(onnx_dir.parent / "embeddings"))
@@ -157,16 +169,19 @@ def main(argv=None) -> int:
           f"| decoder, 3 boxes in one call, per box | {s['decoder_per_box_batch3_ms']:.1f} ms | | <= 25 ms |",
           f"| decoder, 1 box, 256x256 low-res logits only | {s['decoder_1box_lowres_ms']:.1f} ms | | |", ""]
     if "memory_512x512x300" in res:
-        m = res["memory_512x512x300"]
-        md += ["## Peak memory, synthetic 512 x 512 x 300 float32 volume, fusion method, disk cache", "",
+        md += memory_md(res["memory_512x512x300"])
+    out.with_suffix(".md").write_text("\n".join(md))
+    print("\n".join(md))
+    return 0
+
+
+def memory_md(m: dict) -> list[str]:
+    return ["## Peak memory, synthetic 512 x 512 x 300 float32 volume, fusion method, disk cache", "",
                f"Peak RSS **{m['peak_rss_gib']:.2f} GiB** (goal <= 4 GB) in {m['seconds']:.0f} s; the object spans "
                f"{m['object_slices']} slices, so {m['encoded_slices']} slices were encoded (the fusion encodes only",
                "slices where the walker finds a structure); every dense array (image, walker and SAM probabilities,",
                "labels, confidence) is full size, and embeddings beyond the in-memory LRU (32 slices, 4 MiB each)",
                f"live on disk, so more encoded slices add no RAM. Pseudo-label Dice vs the synthetic truth {m['dice']:.3f}.", ""]
-    out.with_suffix(".md").write_text("\n".join(md))
-    print("\n".join(md))
-    return 0
 
 
 if __name__ == "__main__":
