@@ -46,6 +46,7 @@ def run_in_process(fn: Callable[..., Any], *args: Any, should_stop: Callable[[],
                 try:
                     ok, value = parent.recv()
                 except EOFError:
+                    proc.join(5)
                     raise RuntimeError(f"the background process ended without a result (exit code {proc.exitcode})") from None
                 if ok:
                     return value
@@ -53,6 +54,7 @@ def run_in_process(fn: Callable[..., Any], *args: Any, should_stop: Callable[[],
             if should_stop is not None and should_stop():
                 raise Cancelled()
             if not proc.is_alive() and not parent.poll(0):
+                proc.join(5)
                 raise RuntimeError(f"the background process died (exit code {proc.exitcode})")
     finally:
         if proc.is_alive():
