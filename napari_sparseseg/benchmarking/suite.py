@@ -141,7 +141,7 @@ def write_report(out_dir: Path, command: str | None = None, md_path: Path | None
     in ``out_dir``; image links are relative to the markdown file."""
     import os
 
-    from .report import active_table, plot_active, plot_effort, summary_table, where_we_lose
+    from .report import active_table, plot_active, plot_effort, summary_table, upper_bound_notes, where_we_lose
 
     out_dir = Path(out_dir)
     md = Path(md_path) if md_path is not None else out_dir / "RESULTS.md"
@@ -176,15 +176,28 @@ def write_report(out_dir: Path, command: str | None = None, md_path: Path | None
         lines.append(f"Run-time guards for known bugs applied: {', '.join(meta['applied_guards'])} "
                      "(see `napari_sparseseg/benchmarking/compat.py`).\n")
     if rows:
+        from .methods import METHODS
+
+        lines.append("Methods (registry: `napari_sparseseg.benchmarking.methods`; seed-paper methods are added "
+                     "there with `@register_method`):\n")
+        for name in dict.fromkeys(r["method"] for r in rows):
+            m = METHODS.get(name)
+            lines.append(f"- `{name}` [{m.kind if m else '?'}]: {m.description if m else ''}")
+        lines.append("")
         lines.append("## Dice against effort, side by side\n")
         lines.append("Means over cases; HD95/ASSD over classes where defined; seconds and peak RSS of the "
                      "whole method (pseudo-labels + training + prediction), RSS of the whole bench process.\n")
+        if any(r["dataset"] == "acdc" for r in rows):
+            lines.append("ACDC's shared copy lost its voxel spacing (identity affine), so its HD95/ASSD are in "
+                         "pixels/slices, not mm (in-plane pixels are about 1.5 mm).\n")
         lines.append(summary_table(rows))
         lines.append(f"![Dice vs marked voxels]({(rel / 'dice_vs_effort.png').as_posix()})\n")
         lose = where_we_lose(rows)
         lines.append("### Where we lose\n")
         lines.append(("Ours (`sparseseg`) is beaten on: " + "; ".join(lose) + ".\n") if lose else
                      "No baseline beats ours on mean Dice in this run (the supervised upper bound excepted).\n")
+        for note in upper_bound_notes(rows):
+            lines.append(f"Note: {note}\n")
         plot_effort(rows, out_dir / "dice_vs_effort.png")
     if active:
         lines.append("## Active learning (simulated corrections)\n")
