@@ -63,6 +63,11 @@ def _write(path: Path, array, like) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
+
+    # OpenMP threads that spin while waiting make a step ~10x slower on a busy 2-core laptop
+    # (measured: 4.3 s vs 0.35 s per step); must be set before torch starts its thread pool.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from ..annotations.files import load_annotation
     from ..io import read_volume
     from ..training import TrainConfig, Trainer

@@ -83,13 +83,18 @@ class PriorResidual(torch.nn.Module):
     (the first streamed preview is useful at once) and training only has to learn corrections.
     """
 
-    def __init__(self, net: torch.nn.Module, floor: float = 0.01) -> None:
+    def __init__(self, net: torch.nn.Module, channels: int, dims: int, floor: float = 0.01) -> None:
         super().__init__()
         self.net = net
         self.floor = floor
+        # a zero-initialised 1x1 head: at step 0 the prediction *is* the prior (no random-init noise)
+        conv = torch.nn.Conv2d if dims == 2 else torch.nn.Conv3d
+        self.head = conv(channels, channels, 1)
+        torch.nn.init.zeros_(self.head.weight)
+        torch.nn.init.zeros_(self.head.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x) + torch.log(x[:, 1:].clamp(self.floor, 1.0))
+        return self.head(self.net(x)) + torch.log(x[:, 1:].clamp(self.floor, 1.0))
 
 
 def build_network(spec: NetworkSpec) -> torch.nn.Module:
@@ -98,7 +103,7 @@ def build_network(spec: NetworkSpec) -> torch.nn.Module:
     if spec.prior_residual:
         if spec.in_channels != spec.out_channels + 1:
             raise ValueError("prior_residual needs in_channels = 1 image + one prior channel per output")
-        return PriorResidual(net)
+        return PriorResidual(net, spec.out_channels, spec.dims)
     return net
 
 

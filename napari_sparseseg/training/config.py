@@ -18,7 +18,8 @@ class TrainConfig:
         network: ``"auto"`` (2D for anisotropic/few-slice scans, else 3D), ``"unet2d"``, ``"unet3d"``.
         budget_seconds: training wall time (paused time not counted); ``max_steps`` stops earlier.
         lr, weight_decay: AdamW; the learning rate follows a cosine over the budget.
-        batch: crops per step.  patch: crop size, ``None`` = (96, 96) in 2D, (32, 48, 48) in 3D.
+        batch: crops per step, ``None`` = 8 in 2D, 4 in 3D.  patch: crop size, ``None`` = (96, 96) in
+            2D, (24, 32, 32) in 3D.
         threshold: pseudo-labels with confidence below it are ignored (SA-Net's ``t``).
         w_marks, w_pseudo, w_dice, w_consistency: loss weights (marks CE, pseudo CE, pseudo Dice,
             two-view consistency).
@@ -43,7 +44,7 @@ class TrainConfig:
     max_steps: int | None = None
     lr: float = 3e-3
     weight_decay: float = 1e-4
-    batch: int = 8
+    batch: int | None = None
     patch: tuple[int, ...] | None = None
     threshold: float = 0.5
     w_marks: float = 1.0

@@ -115,7 +115,13 @@ class Trainer:
     def patch(self) -> tuple[int, ...]:
         if self.config.patch is not None:
             return tuple(self.config.patch)
-        return (96, 96) if self.spec.dims == 2 else (32, 48, 48)
+        return (96, 96) if self.spec.dims == 2 else (24, 32, 32)
+
+    @property
+    def batch(self) -> int:
+        if self.config.batch is not None:
+            return int(self.config.batch)
+        return 8 if self.spec.dims == 2 else 4
 
     def _build_data(self, ann: SparseAnnotation, pseudo: Any | None) -> TrainingData:
         shape = self.image.shape
@@ -179,7 +185,7 @@ class Trainer:
         dims = self.spec.dims
         with self._lock:
             data = self._data
-            x, m, p, w = crop_batch(data, self.patch, cfg.batch, dims, self._rng)
+            x, m, p, w = crop_batch(data, self.patch, self.batch, dims, self._rng)
             if cfg.augment:
                 flips = aug.random_flips(dims, x.shape[0], self._gen)
                 x, m = aug.apply_flips(x, flips, 2), aug.apply_flips(m, flips, 1)
