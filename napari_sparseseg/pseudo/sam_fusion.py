@@ -196,6 +196,7 @@ def fuse(p_walker: np.ndarray, p_sam: np.ndarray, lam: float, covered: np.ndarra
     p = (1.0 - lam) * p_walker + lam * p_sam
     if covered is not None:
         p[:, ~covered] = p_walker[:, ~covered]
+    p /= np.maximum(p.sum(0, keepdims=True), 1e-6)
     return p
 
 

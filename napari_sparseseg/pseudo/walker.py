@@ -63,6 +63,7 @@ def walker_probabilities(
             spacing=spacing,
         )
     prob = np.clip(prob, 0.0, 1.0)
+    prob /= np.maximum(prob.sum(0, keepdims=True), 1e-6)
     # prob[k] belongs to the k-th *present* seed value (sorted), not to value k + 1
     for k, v in enumerate(present):
         out[v - 1] = prob[k]
