@@ -12,9 +12,13 @@ Run (heavy: takes the shared lock):
 
 from __future__ import annotations
 
+import os
+
+# before torch: idle OpenMP threads must sleep, not spin, on a shared 2-core machine
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
 import json
-import os
 import platform
 import sys
 import time

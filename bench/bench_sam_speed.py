@@ -11,9 +11,13 @@ a fresh process; its peak RSS is read from ``ru_maxrss``.
 
 from __future__ import annotations
 
+import os
+
+# before torch: idle OpenMP threads must sleep, not spin, on a shared 2-core machine
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
 import json
-import os
 import platform
 import subprocess
 import sys

@@ -60,6 +60,9 @@ def _write(path: Path, array: np.ndarray, like, *, labels: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: no spinning threads on a busy CPU
     from ..annotations.files import load_annotation
     from ..io import read_volume
     from ..pseudo import make_pseudo_labels
