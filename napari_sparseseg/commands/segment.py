@@ -77,6 +77,12 @@ def run(args: argparse.Namespace) -> int:
     image = read_volume(args.image)
     ann = load_annotation(args.annotations, like=image, background_label=args.background_label)
     ann.validate(image.shape)
+    init = None
+    if args.init is not None:  # fail before the slow steps if the checkpoint is unusable
+        from ..training import load_checkpoint
+
+        state, meta = load_checkpoint(args.init)
+        init = {"state_dict": state, "meta": {**meta, "_source": args.init.name}}
     pseudo = None
     if args.pseudo_method != "none":
         from ..pseudo import make_pseudo_labels
@@ -87,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(seed=args.seed, device=args.device, network=args.network, budget_seconds=args.budget_seconds,
                       threshold=args.threshold, threads=args.threads, preview_every_seconds=1e9,
                       first_preview_seconds=1e9)
-    trainer = Trainer(image, ann, cfg, pseudo=pseudo, init=args.init)
+    trainer = Trainer(image, ann, cfg, pseudo=pseudo, init=init)
     _say(args, f"training {trainer.spec.name} on {trainer.device} for {args.budget_seconds:.0f} s")
     final = None
     bar = None

@@ -235,3 +235,18 @@ class ProcessWorker(_WorkerBase):
         self.process.join(timeout)
         if not self.process.is_alive():
             self._ctrl.put(None)
+
+
+#: the widget's default, chosen by measurement (bench/segment_results.md, GUI-stall section)
+DEFAULT_WORKER = "thread"
+
+
+def make_worker(image: Volume, annotation: SparseAnnotation, config: TrainConfig | None = None,
+                pseudo: Any | None = None, init: Any = None, kind: str | None = None) -> ThreadWorker | ProcessWorker:
+    """A worker of ``kind`` (``"thread"`` or ``"process"``; None = :data:`DEFAULT_WORKER`), not started."""
+    kind = kind or DEFAULT_WORKER
+    if kind == "thread":
+        return ThreadWorker(image, annotation, config, pseudo, init)
+    if kind == "process":
+        return ProcessWorker(image, annotation, config, pseudo, init)
+    raise ValueError(f"unknown worker kind {kind!r}: use 'thread' or 'process'")
