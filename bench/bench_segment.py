@@ -227,6 +227,15 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(row), flush=True)
         save()
 
+    if args.stall_seconds > 0:
+        sys.path.insert(0, str(ROOT / "bench"))
+        from bench_gui_stall import acdc_case, measure
+
+        vol, ann, pseudo = acdc_case(args.data)
+        res["gui_stall"] = {"case": "acdc/patient001_frame01", "seconds": args.stall_seconds,
+                            "results": [measure(m, args.stall_seconds, vol, ann, pseudo) for m in ("idle", "thread", "process")]}
+        print(json.dumps(res["gui_stall"]), flush=True)
+        save()
     if args.acdc_cases != "none":
         cases = None if args.acdc_cases == "all" else args.acdc_cases.split(",")
         res["acdc"] = []
@@ -237,14 +246,6 @@ def main(argv: list[str] | None = None) -> None:
         for row in hippocampus(args.data, args.hippo_budget, args.preview_every, args.hippo_cases,
                                lambda r: (res["hippocampus"].append(r), log(r))):
             pass
-    if args.stall_seconds > 0:
-        sys.path.insert(0, str(ROOT / "bench"))
-        from bench_gui_stall import acdc_case, measure
-
-        vol, ann, pseudo = acdc_case(args.data)
-        res["gui_stall"] = {"case": "acdc/patient001_frame01", "seconds": args.stall_seconds,
-                            "results": [measure(m, args.stall_seconds, vol, ann, pseudo) for m in ("idle", "thread", "process")]}
-        print(json.dumps(res["gui_stall"]), flush=True)
     save()
     for k, s in res["summary"].items():
         print(k, json.dumps(s), flush=True)

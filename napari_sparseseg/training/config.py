@@ -74,7 +74,8 @@ class TrainEvent:
     prediction attached), ``"cancelled"``, ``"error"`` (``message`` says what went wrong).
     ``prediction`` is an int16 label map on the image grid (0 = background), ``uncertainty`` the
     normalised entropy in [0, 1], ``changed`` the bounding box of voxels whose label changed since
-    the previous prediction (None when nothing changed or there was no previous one).
+    the previous prediction (the whole grid for the first one, None when nothing changed), so the
+    widget refreshes only that part of its Labels layer.
     """
 
     kind: str
