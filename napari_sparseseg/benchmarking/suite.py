@@ -4,7 +4,7 @@ Outputs in ``out_dir``:
 
 * ``rows.jsonl``   -- one JSON row per (data set, case, setting, method) as it finishes (resumable);
 * ``active.jsonl`` -- one record per active-learning case (every strategy's Dice curve);
-* ``results.json`` -- both, plus the spec, the machine, wall time and any run-time guards applied;
+* ``results.json`` -- both, plus the spec, the machine and the wall time;
 * ``RESULTS.md``, ``dice_vs_effort.png``, ``dice_vs_rounds.png`` -- generated from the above.
 """
 
@@ -19,7 +19,6 @@ from typing import Any, Callable
 
 from ..io import atomic_write_text
 from .cases import list_cases, load_case, make_annotation
-from .compat import apply_guards
 from .methods import Budget
 from .runner import SuiteSpec, machine_info, read_rows, run_suite
 
@@ -172,9 +171,6 @@ def write_report(out_dir: Path, command: str | None = None, md_path: Path | None
         lines.append(f"Training budget (every trained method, incl. the upper bound): {b['steps']} steps "
                      f"(cap {b['seconds']:.0f} s), active-learning rounds: {b['warm_steps']} warm steps each, "
                      f"seed {b['seed']}.\n")
-    if meta.get("applied_guards"):
-        lines.append(f"Run-time guards for known bugs applied: {', '.join(meta['applied_guards'])} "
-                     "(see `napari_sparseseg/benchmarking/compat.py`).\n")
     if rows:
         from .methods import METHODS
 
@@ -222,7 +218,6 @@ def run_bench(suite: SuiteSpec, active: ActiveSpec | None, root: Path, out_dir: 
     """Run the suite and the active-learning simulation, then write ``results.json`` and the report."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    guards = apply_guards()
     t0 = time.perf_counter()
     prev = json.loads((out_dir / "results.json").read_text()) if resume and (out_dir / "results.json").is_file() else {}
     prev_wall = float(prev.get("wall_seconds", 0.0)) if resume else 0.0
@@ -234,7 +229,7 @@ def run_bench(suite: SuiteSpec, active: ActiveSpec | None, root: Path, out_dir: 
             "command": command, "label": label, "finished": finished, "started_utc": started,
             "wall_seconds": time.perf_counter() - t0 + prev_wall, "machine": machine_info(),
             "spec": suite.to_dict(), "active_spec": asdict(active) if active else None,
-            "budget": asdict(suite.budget), "applied_guards": guards, "rows": rows, "active": records,
+            "budget": asdict(suite.budget), "rows": rows, "active": records,
         }
         atomic_write_text(out_dir / "results.json", json.dumps(meta, indent=1, allow_nan=False))
 
