@@ -170,6 +170,7 @@ def plot_active(records: list[dict[str, Any]], path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     from .active_sim import summarise_active
 
@@ -183,6 +184,7 @@ def plot_active(records: list[dict[str, Any]], path: Path) -> Path:
         for s, curve in summ.get("mean_dice", {}).items():
             label = s + (" (default)" if s == summ.get("default") else "")
             ax.plot(range(len(curve)), curve, marker="o", label=label)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("correction rounds")
         ax.set_ylabel("mean Dice")
         ax.set_title(f"{key[0]} / {key[1]} ({summ.get('cases', 0)} case(s))")
