@@ -13,6 +13,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QCheckBox, QGroupBox, QHBoxLayout, QLabel, QPushButton, QRadioButton, QVBoxLayout
 
 from .guard import guarded
@@ -26,6 +27,8 @@ PREFETCH_RADIUS = 2
 
 class SamPanel(QGroupBox):
     """The "Interactive SAM" box of the dock widget."""
+
+    mask_shown = Signal()  # after a (possibly empty) mask was put in the preview layer
 
     def __init__(self, host: "SparseSegWidget") -> None:
         super().__init__("Interactive SAM (click / box)")
@@ -109,6 +112,11 @@ class SamPanel(QGroupBox):
         self.status.setText("loading SAM model...")
 
         def load():
+            import torch
+
+            # decoding is many tiny ops: one thread is ~2x faster than two on a 2-core laptop, and the
+            # setting is per thread (OpenMP), so the training thread keeps its own (measured)
+            torch.set_num_threads(1)
             be = load_backend(backend)
             return EmbeddingCache(be, normalize_intensity(image), axis=0, cache_dir=cache_dir)
 
@@ -217,6 +225,7 @@ class SamPanel(QGroupBox):
         if mask is not None:
             self.status.setText(f"slice {z}: mask of {int(mask.sum())} px, quality {score:.2f}")
         self._sync_buttons()
+        self.mask_shown.emit()
 
     @guarded
     def accept(self) -> None:
