@@ -191,9 +191,14 @@ def sam_probabilities(
     return probs, covered, log
 
 
-def fuse(p_walker: np.ndarray, p_sam: np.ndarray, lam: float, covered: np.ndarray | None = None) -> np.ndarray:
-    """Linear pool of the two probability maps; slices SAM did not cover keep the walker."""
-    p = (1.0 - lam) * p_walker + lam * p_sam
+def fuse(p_walker: np.ndarray, p_sam: np.ndarray, lam: float | np.ndarray, covered: np.ndarray | None = None) -> np.ndarray:
+    """Linear pool of the two probability maps; slices SAM did not cover keep the walker.
+
+    ``lam`` is SAM's weight, one number or one per channel (e.g. lower for a ring class, where
+    SAM's union-minus-inner mask is least reliable).
+    """
+    lam_a = np.asarray(lam, dtype=np.float32).reshape((-1,) + (1,) * (p_walker.ndim - 1))
+    p = (1.0 - lam_a) * p_walker + lam_a * p_sam
     if covered is not None:
         p[:, ~covered] = p_walker[:, ~covered]
     p /= np.maximum(p.sum(0, keepdims=True), 1e-6)
@@ -211,6 +216,17 @@ def labels_and_confidence(p: np.ndarray, classes: tuple[int, ...], agree_with: t
     return lut[idx], conf.astype(np.float32)
 
 
+def channel_lambdas(classes: tuple[int, ...], nesting: dict[int, tuple[int, ...]], lam: float,
+                    lam_nested: float | None) -> np.ndarray:
+    """SAM weight per channel (background, classes...): ``lam_nested`` for outer (ring) classes."""
+    out = np.full(len(classes) + 1, lam, np.float32)
+    if lam_nested is not None:
+        for i, c in enumerate(classes):
+            if c in nesting:
+                out[i + 1] = lam_nested
+    return out
+
+
 def sam_pseudo(
     image: np.ndarray,
     ann: SparseAnnotation,
@@ -220,7 +236,8 @@ def sam_pseudo(
     cache: EmbeddingCache | None = None,
     cache_dir: str | Path | None = None,
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
-    lam: float = 0.5,
+    lam: float = 0.3,
+    lam_nested: float | None = None,
     box_margin: float = 0.1,
     fast: bool = True,
     progress: Callable[[int, int], None] | None = None,
@@ -254,10 +271,10 @@ def sam_pseudo(
     elif method == "fusion":
         ps, covered, log = sam_probabilities(img01, ann, cache, mode="regions", walker=walker, nesting=nesting,
                                              box_margin=box_margin, progress=progress, **options)
-        probs = fuse(walker.probabilities, ps, lam, covered)
+        probs = fuse(walker.probabilities, ps, channel_lambdas(classes, nesting, lam, lam_nested), covered)
         labels, conf = labels_and_confidence(probs, classes, agree_with=(walker.probabilities, ps))
     else:
         raise ValueError(f"unknown SAM method {method!r}")
     info = {"method": method, "backend": cache.backend.name, "nesting": {int(k): list(v) for k, v in nesting.items()},
-            "lam": lam, "cache": dict(cache.stats), "stops": log.get("stops", [])}
+            "lam": lam, "lam_nested": lam_nested, "box_margin": box_margin, "cache": dict(cache.stats), "stops": log.get("stops", [])}
     return PseudoLabels(labels, conf, probs, classes, info).with_marks(ann)
