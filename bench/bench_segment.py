@@ -37,7 +37,8 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def run_case(vol, ann, gt, classes, budget: float, preview_every: float, sam: bool = False) -> dict:
+def run_case(vol, ann, gt, classes, budget: float, preview_every: float, sam: bool = False,
+             max_steps: int | None = None) -> dict:
     from napari_sparseseg.evaluate import dice_per_class
     from napari_sparseseg.pseudo import make_pseudo_labels
     from napari_sparseseg.training import TrainConfig, Trainer
@@ -52,7 +53,8 @@ def run_case(vol, ann, gt, classes, budget: float, preview_every: float, sam: bo
         sp = make_pseudo_labels(vol, ann, method="sam")
         out["sam_s"] = round(time.perf_counter() - ts, 1)
         out["dice_sam"] = {str(k): round(v, 4) for k, v in dice_per_class(sp.labels, gt, classes).items()}
-    cfg = TrainConfig(budget_seconds=budget, first_preview_seconds=3.0, preview_every_seconds=preview_every)
+    cfg = TrainConfig(budget_seconds=budget, max_steps=max_steps, first_preview_seconds=3.0,
+                      preview_every_seconds=preview_every)
     t1 = time.perf_counter()
     tr = Trainer(vol, ann, cfg, pseudo=pseudo)
     first = None
@@ -83,7 +85,8 @@ def run_case(vol, ann, gt, classes, budget: float, preview_every: float, sam: bo
     return out
 
 
-def acdc(data: Path, budget: float, preview_every: float, cases: list[str] | None, sam: bool, log) -> list[dict]:
+def acdc(data: Path, budget: float, preview_every: float, cases: list[str] | None, sam: bool, log,
+         max_steps: int | None = None) -> list[dict]:
     from napari_sparseseg.annotations.files import load_annotation
     from napari_sparseseg.io import read_labels, read_volume
 
@@ -94,13 +97,14 @@ def acdc(data: Path, budget: float, preview_every: float, cases: list[str] | Non
         vol = read_volume(root / "imagesTr" / f"{name}.nii.gz")
         gt = np.asarray(read_labels(root / "labelsTr" / f"{name}.nii.gz", like=vol).array).astype(np.int16)
         ann = load_annotation(root / "scribblesTr" / f"{name}.nii.gz", like=vol, background_label=4, classes=(1, 2, 3))
-        r = {"case": name, "shape": list(vol.shape), **run_case(vol, ann, gt, (1, 2, 3), budget, preview_every, sam)}
+        r = {"case": name, "shape": list(vol.shape), **run_case(vol, ann, gt, (1, 2, 3), budget, preview_every, sam, max_steps)}
         rows.append(r)
         log(r)
     return rows
 
 
-def hippocampus(data: Path, budget: float, preview_every: float, n: int, log) -> list[dict]:
+def hippocampus(data: Path, budget: float, preview_every: float, n: int, log,
+                max_steps: int | None = None) -> list[dict]:
     from napari_sparseseg.annotations.simulate import simulate_slices
     from napari_sparseseg.io import read_labels, read_volume
 
@@ -112,7 +116,7 @@ def hippocampus(data: Path, budget: float, preview_every: float, n: int, log) ->
         gt = np.asarray(read_labels(root / "labelsTr" / f"{name}.nii.gz", like=vol).array).astype(np.int16)
         ann = simulate_slices(gt, 3, axis=0, background_label=3, seed=0)
         r = {"case": name, "shape": list(vol.shape), "marked_fraction": round(ann.marked_fraction(), 4),
-             **run_case(vol, ann, gt, (1, 2), budget, preview_every)}
+             **run_case(vol, ann, gt, (1, 2), budget, preview_every, max_steps=max_steps)}
         rows.append(r)
         log(r)
     return rows
@@ -145,7 +149,9 @@ def markdown(res: dict) -> str:
         "",
         f"Machine: {m['cpus']} CPU cores ({m['processor'] or m['machine']}), no GPU, torch threads {m['torch_threads']}, "
         f"shared with other jobs (noisy). Date {res['date']}. Command: `{res['command']}`.",
-        f"Training budget: ACDC {res['budget_acdc']} s, hippocampus {res['budget_hippo']} s per volume (wall time).",
+        *([f"Note: {res['note']}", ""] if res.get("note") else []),
+        f"Training budget: ACDC {res['budget_acdc']} s / {res.get('max_steps_acdc')} steps, hippocampus "
+        f"{res['budget_hippo']} s / {res.get('max_steps_hippo')} steps per volume (whichever comes first).",
         "",
     ]
     for key, title, cls in (("acdc", "ACDC, own human scribbles (background 4)", ("1", "2", "3")),
@@ -195,6 +201,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("SPARSESEG_DATA", ROOT.parent / "shared" / "data")))
     ap.add_argument("--budget", type=float, default=90.0, help="ACDC training seconds per volume")
     ap.add_argument("--hippo-budget", type=float, default=20.0)
+    ap.add_argument("--max-steps", type=int, default=None, help="ACDC: stop after this many steps (load-independent Dice)")
+    ap.add_argument("--hippo-max-steps", type=int, default=None)
     ap.add_argument("--hippo-cases", type=int, default=20)
     ap.add_argument("--acdc-cases", default="all", help="'all', 'none' or comma-separated case names")
     ap.add_argument("--preview-every", type=float, default=15.0)
@@ -202,7 +210,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--stall-seconds", type=float, default=0.0, help="also run the GUI-stall benchmark")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--md", type=Path, default=None)
+    ap.add_argument("--note", default="", help="a line for the report (e.g. what else ran on the machine)")
+    ap.add_argument("--render", type=Path, default=None, help="only re-render --md from this results JSON")
     args = ap.parse_args(argv)
+    if args.render is not None:
+        res = json.loads(args.render.read_text())
+        if args.note:
+            res["note"] = args.note
+            args.render.write_text(json.dumps(res, indent=1))
+        if args.md:
+            args.md.write_text(markdown(res))
+        return
     import torch
 
     torch.set_num_threads(2)
@@ -212,7 +230,9 @@ def main(argv: list[str] | None = None) -> None:
         "machine": {"cpus": os.cpu_count(), "machine": platform.machine(), "processor": platform.processor(),
                     "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
                     "cuda": torch.cuda.is_available(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")},
-        "budget_acdc": args.budget, "budget_hippo": args.hippo_budget, "acdc": [], "hippocampus": [], "summary": {},
+        "note": args.note,
+        "budget_acdc": args.budget, "budget_hippo": args.hippo_budget, "max_steps_acdc": args.max_steps,
+        "max_steps_hippo": args.hippo_max_steps, "acdc": [], "hippocampus": [], "summary": {},
     }
 
     def save() -> None:
@@ -240,11 +260,11 @@ def main(argv: list[str] | None = None) -> None:
         cases = None if args.acdc_cases == "all" else args.acdc_cases.split(",")
         res["acdc"] = []
         for row in acdc(args.data, args.budget, args.preview_every, cases, args.sam,
-                        lambda r: (res["acdc"].append(r), log(r))):
+                        lambda r: (res["acdc"].append(r), log(r)), args.max_steps):
             pass
     if args.hippo_cases > 0:
         for row in hippocampus(args.data, args.hippo_budget, args.preview_every, args.hippo_cases,
-                               lambda r: (res["hippocampus"].append(r), log(r))):
+                               lambda r: (res["hippocampus"].append(r), log(r)), args.hippo_max_steps):
             pass
     save()
     for k, s in res["summary"].items():
