@@ -137,7 +137,7 @@ def bench_training(case: str, budget: float, probe: StallProbe) -> dict:
     pump(3.0)
     idle = probe.stop()
     w.training.budget.setValue(budget)
-    w.training.pseudo_method.setCurrentText("auto")
+    w.training.pseudo_method.setCurrentText("random-walker")  # the widget's default
     # label each gap with what the GUI thread had just done (handlers run after the widget's own)
     r = w.training.runner
     r.status.connect(lambda m: setattr(probe, "phase", f"status: {m}"))
