@@ -80,19 +80,3 @@ def test_process_worker_runs_to_done_and_cancels() -> None:
         pass
     w2.cancel()
     assert w2.wait(timeout=30).kind == "cancelled"
-
-
-def test_qt_runner_emits_events_from_a_thread_worker(qtbot) -> None:
-    from napari_sparseseg.training.qt_adapter import QtTrainingRunner
-    from napari_sparseseg.training.worker import make_worker
-
-    vol, truth = blobs()
-    runner = QtTrainingRunner(make_worker(vol, marks(truth), tiny_config(max_steps=4, step_event_every_seconds=0.0), kind="thread"), interval_ms=10)
-    seen: list = []
-    runner.received.connect(seen.append)
-    with qtbot.waitSignal(runner.finished, timeout=120_000) as blocker:
-        runner.start()
-    assert blocker.args[0].kind == "done" and seen[-1] is blocker.args[0]
-    assert any(e.kind == "step" for e in seen) and not runner.running
-    with pytest.raises(ValueError, match="unknown worker kind"):
-        make_worker(vol, marks(truth), kind="fiber")
