@@ -37,6 +37,9 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+PSEUDO_METHOD = "random-walker"  # set from --pseudo-method: the pseudo-labels the network trains on
+
+
 def run_case(vol, ann, gt, classes, budget: float, preview_every: float, sam: bool = False,
              max_steps: int | None = None) -> dict:
     from napari_sparseseg.evaluate import dice_per_class
@@ -44,10 +47,17 @@ def run_case(vol, ann, gt, classes, budget: float, preview_every: float, sam: bo
     from napari_sparseseg.training import TrainConfig, Trainer
 
     t0 = time.perf_counter()
-    pseudo = make_pseudo_labels(vol, ann, method="random-walker")
+    pseudo = make_pseudo_labels(vol, ann, method=PSEUDO_METHOD)
     t_pseudo = time.perf_counter() - t0
-    d_rw = dice_per_class(pseudo.labels, gt, classes)
-    out: dict = {"pseudo_s": round(t_pseudo, 1), "dice_walker": {str(k): round(v, 4) for k, v in d_rw.items()}}
+    out: dict = {"pseudo_s": round(t_pseudo, 1), "pseudo_method": PSEUDO_METHOD}
+    if PSEUDO_METHOD == "random-walker":
+        d_rw = dice_per_class(pseudo.labels, gt, classes)
+    else:  # the baseline in the same run, and the product's pseudo-labels alone
+        d_rw = dice_per_class(make_pseudo_labels(vol, ann, method="random-walker").labels, gt, classes)
+        d_ps = dice_per_class(pseudo.labels, gt, classes)
+        out["dice_pseudo"] = {str(k): round(v, 4) for k, v in d_ps.items()}
+        out["mean_pseudo"] = round(float(np.mean(list(d_ps.values()))), 4)
+    out["dice_walker"] = {str(k): round(v, 4) for k, v in d_rw.items()}
     if sam:
         ts = time.perf_counter()
         sp = make_pseudo_labels(vol, ann, method="sam")
@@ -125,7 +135,7 @@ def hippocampus(data: Path, budget: float, preview_every: float, n: int, log,
 def summary(rows: list[dict]) -> dict:
     if not rows:
         return {}
-    keys = ["mean_walker", "mean_net", "mean_sam", "mean_first_prediction", "total_s", "train_s", "pseudo_s",
+    keys = ["mean_walker", "mean_pseudo", "mean_net", "mean_sam", "mean_first_prediction", "total_s", "train_s", "pseudo_s",
             "first_prediction_s_training", "first_prediction_s_total", "steps"]
     s = {"cases": len(rows)}
     for k in keys:
@@ -133,7 +143,7 @@ def summary(rows: list[dict]) -> dict:
         if vals:
             s[k] = round(float(np.mean(vals)), 4)
     per_class: dict[str, dict[str, float]] = {}
-    for src in ("dice_walker", "dice_net", "dice_sam"):
+    for src in ("dice_walker", "dice_pseudo", "dice_net", "dice_sam"):
         cls = sorted({c for r in rows for c in r.get(src, {})})
         if cls:
             per_class[src] = {c: round(float(np.mean([r[src][c] for r in rows if c in r.get(src, {})])), 4) for c in cls}
@@ -162,12 +172,15 @@ def markdown(res: dict) -> str:
         s = res["summary"][key]
         lines += [f"## {title}: {s['cases']} volumes", ""]
         lines += ["| method | " + " | ".join(f"Dice {c}" for c in cls) + " | mean Dice |", "|---|" + "---|" * (len(cls) + 1)]
+        method = rows[0].get("pseudo_method", "random-walker")
         names = {"dice_walker": "random walker pseudo-labels alone", "dice_sam": "SAM pseudo-labels alone",
-                 "dice_net": "trained network (ours)"}
+                 "dice_pseudo": f"pseudo-labels `{method}` alone (what the network trains on)",
+                 "dice_net": f"trained network (ours, on `{method}` pseudo-labels)"}
         for src, label in names.items():
             pc = s["per_class"].get(src)
             if pc:
-                mean_key = {"dice_walker": "mean_walker", "dice_sam": "mean_sam", "dice_net": "mean_net"}[src]
+                mean_key = {"dice_walker": "mean_walker", "dice_sam": "mean_sam", "dice_net": "mean_net",
+                            "dice_pseudo": "mean_pseudo"}[src]
                 lines.append(f"| {label} | " + " | ".join(f"{pc.get(c, float('nan')):.3f}" for c in cls) + f" | **{s[mean_key]:.3f}** |")
         lines += [
             "",
@@ -206,6 +219,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--hippo-cases", type=int, default=20)
     ap.add_argument("--acdc-cases", default="all", help="'all', 'none' or comma-separated case names")
     ap.add_argument("--preview-every", type=float, default=15.0)
+    ap.add_argument("--pseudo-method", default="random-walker",
+                    help="pseudo-labels the network trains on (the product default is 'auto')")
     ap.add_argument("--sam", action="store_true", help="also score SAM pseudo-labels alone on ACDC")
     ap.add_argument("--stall-seconds", type=float, default=0.0, help="also run the GUI-stall benchmark")
     ap.add_argument("--json", type=Path, default=None)
@@ -221,6 +236,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.md:
             args.md.write_text(markdown(res))
         return
+    global PSEUDO_METHOD
+    PSEUDO_METHOD = args.pseudo_method
     import torch
 
     torch.set_num_threads(2)
