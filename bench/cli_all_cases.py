@@ -17,7 +17,6 @@ import contextlib
 import io
 import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -94,7 +93,7 @@ def main() -> None:
     load = os.getloadavg()
     lines = [
         "# `sparseseg pseudo` on every shared case (bench/cli_all_cases.py)", "",
-        f"Machine: {platform.node() and 'vm'} 2 CPU cores, no GPU, shared; load average at the end {load[0]:.1f}. "
+        f"Machine: vm 2 CPU cores, no GPU, shared; load average at the end {load[0]:.1f}. "
         f"Wall time {wall / 60:.1f} min. ACDC: human scribbles (background 4); brain tumour and hippocampus: "
         "3 simulated labelled slices (`sparseseg simulate --mode slices:3`). Every output is checked to lie on the "
         "image grid (same shape, identical affine).", "",
