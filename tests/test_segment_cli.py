@@ -58,3 +58,17 @@ def test_segment_refuses_to_overwrite_and_bad_checkpoint(hippo: dict[str, Path],
     err = capsys.readouterr().err
     assert rc == 2 and "not a readable" in err
     assert not (hippo["tmp"] / "p2.nii.gz").exists()
+
+
+def test_segment_method_switch(hippo: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
+    """--method runs a registered method through the same inputs/outputs; unknown names and
+    checkpoint flags with a non-default method are one-line errors that write nothing."""
+    from napari_sparseseg.io import read_labels, read_volume
+
+    out = hippo["tmp"] / "m_default.nii.gz"
+    rc = main(["segment", str(hippo["image"]), "--annotations", str(hippo["ann"]), "-o", str(out), "--method",
+               "default", "--max-steps", "3", "--pseudo-method", "random-walker", "--quiet"])
+    assert rc == 0 and read_labels(out, like=read_volume(hippo["image"])).array.shape == read_volume(hippo["image"]).shape
+    bad = hippo["tmp"] / "m_bad.nii.gz"
+    rc = main(["segment", str(hippo["image"]), "--annotations", str(hippo["ann"]), "-o", str(bad), "--method", "nope"])
+    assert rc == 2 and "unknown method 'nope'" in capsys.readouterr().err and not bad.exists()

@@ -140,3 +140,13 @@ def test_bad_annotation_is_refused() -> None:
     vol, truth = blobs()
     with pytest.raises(AnnotationError):
         Trainer(vol, marks(truth[:, :-1]), tiny_config())
+
+
+def test_warm_start_restarts_the_schedule_at_a_lower_learning_rate() -> None:
+    vol, truth = blobs()
+    cfg = tiny_config(max_steps=4, step_event_every_seconds=0.0, lr=1e-2, warm_lr_scale=0.25)
+    tr = Trainer(vol, marks(truth), cfg)
+    first = [e.lr for e in tr.run() if e.kind == "step"]
+    assert first[0] == pytest.approx(1e-2, rel=0.05)
+    warm = [e.lr for e in tr.run() if e.kind == "step"]  # a second run = warm start
+    assert warm[0] == pytest.approx(0.25e-2, rel=0.05) and warm[-1] < warm[0]

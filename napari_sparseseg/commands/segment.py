@@ -35,6 +35,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--pseudo-method", default="auto",
                    help="pseudo-label method (see `sparseseg pseudo --help`), or 'none' to train on the marks only")
     p.add_argument("--threshold", type=float, default=0.5, help="ignore pseudo-labels below this confidence")
+    p.add_argument("--method", default="default",
+                   help="training method: default (one U-Net, the Trainer) or a seed paper's variant: sa-net, "
+                   "clg-vq, rada, dk-uxnet (see docs/methods/); --init/--save-model need the default")
+    p.add_argument("--max-steps", type=int, default=None, help="stop training after this many steps (and the budget)")
     p.add_argument("--uncertainty", type=Path, default=None, help="also write the per-voxel uncertainty map")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
@@ -73,6 +77,14 @@ def run(args: argparse.Namespace) -> int:
     from ..training import TrainConfig, Trainer
 
     _check_outputs([args.output, args.save_model, args.uncertainty], args.overwrite)
+    if args.method != "default":
+        from ..errors import SparsesegError
+        from ..methods import load_all
+
+        if args.method not in load_all():
+            raise SparsesegError(f"unknown method {args.method!r}; choose from {', '.join(sorted(load_all()))}")
+        if args.init is not None or args.save_model is not None:
+            raise SparsesegError("--init and --save-model work with --method default only")
     t0 = time.perf_counter()
     image = read_volume(args.image)
     ann = load_annotation(args.annotations, like=image, background_label=args.background_label)
@@ -91,8 +103,10 @@ def run(args: argparse.Namespace) -> int:
         pseudo = make_pseudo_labels(image, ann, method=args.pseudo_method, threshold=args.threshold)
         _say(args, f"pseudo-labels ready in {time.perf_counter() - t0:.1f} s")
     cfg = TrainConfig(seed=args.seed, device=args.device, network=args.network, budget_seconds=args.budget_seconds,
-                      threshold=args.threshold, threads=args.threads, preview_every_seconds=1e9,
-                      first_preview_seconds=1e9)
+                      max_steps=args.max_steps, threshold=args.threshold, threads=args.threads,
+                      preview_every_seconds=1e9, first_preview_seconds=1e9)
+    if args.method != "default":
+        return _run_method(args, image, ann, pseudo, cfg, t0)
     trainer = Trainer(image, ann, cfg, pseudo=pseudo, init=init)
     _say(args, f"training {trainer.spec.name} on {trainer.device} for {args.budget_seconds:.0f} s")
     final = None
@@ -119,6 +133,37 @@ def run(args: argparse.Namespace) -> int:
     if args.save_model is not None:
         trainer.save(args.save_model)
     _say(args, f"wrote {args.output} ({final.step} steps, {time.perf_counter() - t0:.1f} s in total)")
+    return 0
+
+
+def _run_method(args: argparse.Namespace, image, ann, pseudo, cfg, t0: float) -> int:
+    """A seed-paper method (``napari_sparseseg.methods``): same inputs, same outputs, its own loop."""
+    from ..methods import make_context, run_method
+
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=round(args.budget_seconds), unit="s", file=sys.stderr, desc=f"training ({args.method})",
+                   bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s {postfix}")
+    t_train = time.perf_counter()
+
+    def progress(step: int, losses: dict[str, float]) -> None:
+        if bar is not None:
+            bar.n = min(round(time.perf_counter() - t_train), bar.total)
+            loss = losses.get("total", losses.get("loss", float("nan")))
+            bar.set_postfix_str(f"step {step + 1} loss {loss:.3f}", refresh=True)
+
+    _say(args, f"training with method {args.method} for {args.budget_seconds:.0f} s")
+    try:
+        out = run_method(args.method, make_context(image, ann, pseudo, cfg, progress=progress))
+    finally:
+        if bar is not None:
+            bar.close()
+    _write(args.output, out.labels, image)
+    if args.uncertainty is not None and out.uncertainty is not None:
+        _write(args.uncertainty, out.uncertainty, image)
+    _say(args, f"wrote {args.output} ({out.info.get('steps', '?')} steps, {time.perf_counter() - t0:.1f} s in total)")
     return 0
 
 

@@ -35,6 +35,9 @@ class TrainConfig:
         sw_roi: sliding-window inference size (2D: (Y, X), 3D: (Z, Y, X)); None = defaults.
         warm_budget_seconds: training time after :meth:`Trainer.update_annotation`
             (``None`` = half the budget).
+        warm_lr_scale: a warm start (new marks, or a second :meth:`Trainer.run`) restarts the cosine
+            at ``lr * warm_lr_scale``: the weights are already good, and a full-size first step
+            would throw away part of what they learnt before the new marks have any effect.
     """
 
     seed: int = 0
@@ -61,6 +64,7 @@ class TrainConfig:
     augment: bool = True
     sw_roi: tuple[int, ...] | None = None
     warm_budget_seconds: float | None = None
+    warm_lr_scale: float = 0.3
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

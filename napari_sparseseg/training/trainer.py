@@ -174,10 +174,10 @@ class Trainer:
         return True
 
     # ------------------------------------------------------------------ steps
-    def _lr_at(self, frac: float) -> float:
-        """Cosine from ``lr`` down to ``lr / 10`` over the (time) budget."""
+    def _lr_at(self, frac: float, scale: float = 1.0) -> float:
+        """Cosine from ``lr * scale`` down to a tenth of it over the (time) budget."""
         frac = min(max(frac, 0.0), 1.0)
-        return self.config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+        return scale * self.config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
 
     def train_step(self, lr: float) -> dict[str, float]:
         """One optimisation step on a batch of crops; returns the loss terms."""
@@ -243,12 +243,15 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(int(cfg.threads))
         self._cancel.clear()
-        budget = float(cfg.budget_seconds) if self.step == 0 else float(cfg.warm_budget_seconds or cfg.budget_seconds / 2)
+        warm = self.step > 0
+        budget = float(cfg.warm_budget_seconds or cfg.budget_seconds / 2) if warm else float(cfg.budget_seconds)
+        scale = float(cfg.warm_lr_scale) if warm else 1.0
         clock = _PausableClock()
         run_start_step = self.step
+        sched_t0, sched_step0 = 0.0, self.step  # the cosine restarts (at the warm scale) on new marks
         last_step_ev = -1e9
         next_preview = float(cfg.first_preview_seconds)
-        lr = self._lr_at(0.0)
+        lr = self._lr_at(0.0, scale)
         losses: dict[str, float] = {}
         while True:
             if self._cancel.is_set():
@@ -262,6 +265,7 @@ class Trainer:
             if self._apply_pending():
                 budget = clock.elapsed() + float(cfg.warm_budget_seconds or cfg.budget_seconds / 2)
                 next_preview = clock.elapsed() + float(cfg.first_preview_seconds)
+                sched_t0, sched_step0, scale = clock.elapsed(), self.step, float(cfg.warm_lr_scale)
             elapsed = clock.elapsed()
             done = elapsed >= budget or (cfg.max_steps is not None and self.step - run_start_step >= cfg.max_steps)
             if done:
@@ -271,10 +275,10 @@ class Trainer:
                 else:
                     yield ev
                 return
-            frac = elapsed / max(budget, 1e-6)
+            frac = (elapsed - sched_t0) / max(budget - sched_t0, 1e-6)
             if cfg.max_steps is not None:  # step-based schedule: same seed, same result
-                frac = (self.step - run_start_step) / max(cfg.max_steps, 1)
-            lr = self._lr_at(frac)
+                frac = (self.step - sched_step0) / max(cfg.max_steps, 1)
+            lr = self._lr_at(frac, scale)
             losses = self.train_step(lr)
             elapsed = clock.elapsed()
             if elapsed - last_step_ev >= cfg.step_event_every_seconds:
