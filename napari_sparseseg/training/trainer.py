@@ -83,6 +83,7 @@ class Trainer:
             self.spec = default_spec(dims, in_ch, len(self.classes) + 1, channels=self.config.channels)
             self.spec.prior_residual = bool(use_prior and self.config.prior_residual)
         self.use_prior = use_prior
+        self.pretrained = init_state is not None  # fine-tuning: start the cosine at the warm scale
         self.model = build_network(self.spec).to(self.device)
         if init_state is not None:
             try:
@@ -245,7 +246,7 @@ class Trainer:
         self._cancel.clear()
         warm = self.step > 0
         budget = float(cfg.warm_budget_seconds or cfg.budget_seconds / 2) if warm else float(cfg.budget_seconds)
-        scale = float(cfg.warm_lr_scale) if warm else 1.0
+        scale = float(cfg.warm_lr_scale) if warm or self.pretrained else 1.0
         clock = _PausableClock()
         run_start_step = self.step
         sched_t0, sched_step0 = 0.0, self.step  # the cosine restarts (at the warm scale) on new marks
