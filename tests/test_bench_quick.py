@@ -27,20 +27,47 @@ def _chance_dice(gt: np.ndarray, classes: tuple[int, ...], seed: int = 0) -> flo
     return float(np.mean(list(dice_per_class(guess, gt, classes).values())))
 
 
-def test_bench_core_one_case(shared_data: Path, tmp_path: Path) -> None:
-    suite = SuiteSpec(settings={"hippocampus": ["slices-3"]}, methods=["random-walker", "sparseseg"],
-                      cases={"hippocampus": ["hippocampus_001"]}, budget=Budget(steps=2, warm_steps=1))
+@pytest.fixture
+def echo_method():
+    """A seed-paper-style method registered in ``napari_sparseseg.methods`` for the test only: it returns
+    the pseudo-labels it was given, so its Dice equals theirs exactly iff the bench shared them."""
+    from napari_sparseseg.benchmarking.methods import METHODS
+    from napari_sparseseg.methods import SEGMENT_METHODS, MethodOutput, register
+
+    @register("test-echo", paper="test", description="returns ctx.pseudo.labels")
+    def _echo(ctx):
+        return MethodOutput(ctx.pseudo.labels.copy(), None, {"device": str(ctx.device)})
+
+    yield "test-echo"
+    SEGMENT_METHODS.pop("test-echo", None)
+    METHODS.pop("test-echo", None)
+
+
+def test_bench_core_one_case(shared_data: Path, tmp_path: Path, echo_method: str) -> None:
+    # the walker as the shared pseudo-labels keeps this CI test fast (fusion costs ~1 min per case on CPU)
+    suite = SuiteSpec(settings={"hippocampus": ["slices-3"]}, methods=["random-walker", "sparseseg", echo_method],
+                      cases={"hippocampus": ["hippocampus_001"]}, budget=Budget(steps=2, warm_steps=1),
+                      shared_pseudo="random-walker")
     active = ActiveSpec(starts={"hippocampus": "slices-1"}, cases=1, rounds=1, strategies=["entropy", "random"])
     md = run_bench(suite, active, shared_data, tmp_path, command="sparseseg bench (test)")
 
     rows = read_rows(tmp_path / "rows.jsonl")
-    assert {(r["method"], r["setting"]) for r in rows} == {("random-walker", "slices-3"), ("sparseseg", "slices-3")}
+    assert {(r["method"], r["setting"]) for r in rows} == {("random-walker", "slices-3"), ("sparseseg", "slices-3"),
+                                                          (echo_method, "slices-3")}
     for r in rows:
         assert r["error"] is None, r.get("traceback")
         assert 0.0 <= r["mean_dice"] <= 1.0
         assert all(0.0 <= c["dice"] <= 1.0 for c in r["classes"].values())
         assert r["seconds"] > 0 and r["peak_rss_mib"] > 50
         assert 0.0 < r["marked_fraction"] < 0.5
+        assert r["seconds"] == pytest.approx(r["pseudo_seconds"] + r["method_seconds"])
+    by = {r["method"]: r for r in rows}
+    # computed once (by the first method that asked), then shared and charged at the same cost
+    assert [by[m]["pseudo_shared"] for m in ("random-walker", "sparseseg", echo_method)] == [False, True, True]
+    assert by["sparseseg"]["pseudo_seconds"] == by["random-walker"]["pseudo_seconds"] > 0
+    assert by[echo_method]["kind"] == "seed-paper" and by["sparseseg"]["info"]["method"] == "default"
+    assert by[echo_method]["mean_dice"] == by["random-walker"]["mean_dice"]
+    assert by["sparseseg"]["info"]["steps"] == 2
     case = load_case(shared_data, "hippocampus", "hippocampus_001")
     walker = next(r for r in rows if r["method"] == "random-walker")
     assert walker["mean_dice"] > max(0.5, _chance_dice(case.gt, case.present_classes) + 0.3)
@@ -61,7 +88,53 @@ def test_bench_core_one_case(shared_data: Path, tmp_path: Path) -> None:
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # resuming does not rerun finished rows
     run_bench(suite, None, shared_data, tmp_path)
-    assert len(read_rows(tmp_path / "rows.jsonl")) == 2
+    assert len(read_rows(tmp_path / "rows.jsonl")) == 3
+
+
+def test_time_limit_gives_an_honest_partial_report(shared_data: Path, tmp_path: Path) -> None:
+    suite = SuiteSpec(settings={"hippocampus": ["slices-3"]}, methods=["random-walker"],
+                      cases={"hippocampus": ["hippocampus_001", "hippocampus_003"]}, budget=Budget(steps=1))
+    md = run_bench(suite, None, shared_data, tmp_path, time_limit=0.0)
+    assert read_rows(tmp_path / "rows.jsonl") == []
+    meta = json.loads((tmp_path / "results.json").read_text())
+    assert meta["run"]["cases_run"] == 0 and meta["run"]["cases_planned"] == 2
+    assert "Capped run" in md.read_text() and "hippocampus/hippocampus_003" in md.read_text()
+
+
+def test_workers_run_cases_in_spawned_processes(shared_data: Path, tmp_path: Path) -> None:
+    from napari_sparseseg.benchmarking import run_suite
+
+    suite = SuiteSpec(settings={"hippocampus": ["slices-1"]}, methods=["random-walker"],
+                      cases={"hippocampus": ["hippocampus_001", "hippocampus_003"]}, budget=Budget(steps=1),
+                      distances=False)
+    summary = run_suite(suite, shared_data, tmp_path, workers=2)
+    rows = read_rows(tmp_path / "rows.jsonl")
+    assert summary["cases_run"] == 2 and summary["threads_per_worker"] >= 1
+    assert sorted(r["case"] for r in rows) == ["hippocampus_001", "hippocampus_003"]
+    assert all(r["error"] is None and r["mean_dice"] > 0.3 for r in rows), rows
+    # same numbers as in this process (the walker is deterministic)
+    serial = run_suite(suite, shared_data, tmp_path / "serial", workers=1)
+    assert serial["cases_run"] == 2
+    one = {r["case"]: r["mean_dice"] for r in read_rows(tmp_path / "serial" / "rows.jsonl")}
+    assert {r["case"]: r["mean_dice"] for r in rows} == one
+
+
+def test_seed_paper_methods_join_the_bench_registry() -> None:
+    from napari_sparseseg.benchmarking.methods import METHODS, sync_segment_methods
+    from napari_sparseseg.benchmarking.suite import ablation_methods, ablation_specs
+    from napari_sparseseg.methods import SEGMENT_METHODS as seg
+
+    sync_segment_methods()
+    for name in seg:
+        if name != "default":
+            assert METHODS[name].kind == "seed-paper" and METHODS[name].pseudo == "auto"
+    assert "default" not in METHODS and METHODS["sparseseg"].pseudo == "auto"
+    names = ablation_methods()
+    assert names[0] == "sparseseg" and names[-2:] == ["random-walker", "sam"]
+    assert set(names[1:-2]) == set(seg) - {"default"}
+    suite, active = ablation_specs()
+    assert suite.budget.steps == 300 and not active.starts
+    assert suite.settings == {"acdc": ["human-scribbles"], "hippocampus": ["slices-3"], "brain_tumor": ["slices-3"]}
 
 
 def test_where_we_lose_names_the_winning_baseline() -> None:

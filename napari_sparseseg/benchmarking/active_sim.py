@@ -22,7 +22,8 @@ from ..active import STRATEGIES, ReviewContext, get_strategy, next_slice
 from ..annotations import SparseAnnotation, combine, simulate_correction
 from ..evaluate import dice_per_class
 from .cases import Case
-from .methods import Budget, run_to_end, train_config
+from .methods import SHARED_PSEUDO, Budget, run_to_end, train_config
+from .pseudo_cache import PseudoCache
 
 
 def default_strategy() -> str:
@@ -36,12 +37,17 @@ def _mean_dice(pred: np.ndarray, gt: np.ndarray, classes: tuple[int, ...]) -> fl
     return float(np.mean(list(dice_per_class(pred, gt, classes).values())))
 
 
-def initial_model(case: Case, ann: SparseAnnotation, budget: Budget) -> tuple[dict, Any, Any]:
-    """Train once from the starting marks: (init dict for ``Trainer(init=...)``, pseudo, done event)."""
-    from ..pseudo import make_pseudo_labels
+def initial_model(case: Case, ann: SparseAnnotation, budget: Budget, setting: str = "",
+                  pseudo_cache: PseudoCache | None = None, pseudo_method: str = SHARED_PSEUDO
+                  ) -> tuple[dict, Any, Any]:
+    """Train once from the starting marks: (init dict for ``Trainer(init=...)``, pseudo, done event).
+
+    The pseudo-labels come from ``pseudo_cache`` (shared with the suite's rows of the same case and
+    setting when the runner ran them in this process)."""
     from ..training import Trainer
 
-    pseudo = make_pseudo_labels(case.image, ann, "auto")
+    cache = pseudo_cache if pseudo_cache is not None else PseudoCache(budget.device)
+    pseudo, _, _ = cache.get(case, setting or "active-start", ann, pseudo_method, seed=budget.seed)
     trainer = Trainer(case.image, ann, train_config(budget), pseudo=pseudo)
     ev = run_to_end(trainer)
     state = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
@@ -120,15 +126,17 @@ def simulate_active(
     *,
     setting: str = "",
     log: Callable[[str], None] | None = None,
+    pseudo_cache: PseudoCache | None = None,
+    pseudo_method: str = SHARED_PSEUDO,
 ) -> dict[str, Any]:
     """Every strategy on one case from the same start; one JSON-able record."""
     t0 = time.perf_counter()
-    init, pseudo, ev = initial_model(case, ann0, budget)
+    init, pseudo, ev = initial_model(case, ann0, budget, setting, pseudo_cache, pseudo_method)
     t_init = time.perf_counter() - t0
     curves = {s: run_strategy(case, ann0, s, rounds, budget, init, pseudo, ev, log=log) for s in strategies}
     return {"dataset": case.dataset, "case": case.name, "setting": setting, "rounds": rounds,
             "budget": {"steps": budget.steps, "warm_steps": budget.warm_steps, "seed": budget.seed},
-            "initial_seconds": t_init, "strategies": curves, "default_strategy": default_strategy()}
+            "initial_seconds": t_init, "pseudo_method": pseudo_method, "strategies": curves, "default_strategy": default_strategy()}
 
 
 def summarise_active(records: list[dict[str, Any]], default: str | None = None) -> dict[str, Any]:

@@ -1,21 +1,26 @@
-"""The methods a benchmark compares, behind one registry so a seed-paper method is one small function.
+"""The methods a benchmark compares, behind one registry so a seed-paper method costs no bench code.
 
-Every method takes the case (image + ground truth), the sparse marks and a :class:`Budget`, and
-returns a dense label map on the image grid.  Only ``supervised`` may look at ``case.gt`` (it is the
-upper bound); the others see the image and the marks only.
+Every method takes the case (image + ground truth), the sparse marks, a :class:`Budget` and the
+pseudo-labels it asked for (``MethodSpec.pseudo``, computed once per case and setting by the runner's
+:class:`~napari_sparseseg.benchmarking.pseudo_cache.PseudoCache` and shared by every method that asks
+for the same kind), and returns a dense label map on the image grid.  Only ``supervised`` may look at
+``case.gt`` (it is the upper bound); the others see the image and the marks only.
 
-Add a method (e.g. a seed paper's)::
+Every method of :mod:`napari_sparseseg.methods` other than ``default`` (the seed-paper variants of
+issue 6) appears here automatically as kind ``seed-paper`` under its own name (:func:`sync_segment_methods`),
+run through ``run_method(name, make_context(...))`` exactly like ``sparseseg`` runs ``default``, so the
+ablation table times and feeds them identically.  A bench-only method::
 
     from napari_sparseseg.benchmarking import register_method
 
-    @register_method("cross-latent-graph", kind="seed-paper", description="...")
-    def _clg(case, ann, budget):
+    @register_method("my-baseline", kind="baseline", description="...", pseudo="random-walker")
+    def _mine(case, ann, budget, pseudo):
         return MethodResult(labels, {"anything": "useful"})
 """
 
 from __future__ import annotations
 
-import time
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -24,6 +29,11 @@ import numpy as np
 from ..annotations import SparseAnnotation
 from ..errors import SparsesegError
 from .cases import Case
+
+log = logging.getLogger(__name__)
+
+#: the pseudo-labels every trained weakly supervised method starts from (the product default)
+SHARED_PSEUDO = "auto"
 
 
 @dataclass(frozen=True)
@@ -48,7 +58,7 @@ class MethodResult:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-MethodFn = Callable[[Case, SparseAnnotation, Budget], MethodResult]
+MethodFn = Callable[[Case, SparseAnnotation, Budget, Any], MethodResult]
 
 
 @dataclass(frozen=True)
@@ -58,25 +68,63 @@ class MethodSpec:
     kind: str  # "ours", "baseline", "upper-bound" or "seed-paper"
     description: str
     uses_marks: bool = True  # False: trained on the dense labels, run once per case (setting "dense")
+    pseudo: str | None = None  # pseudo-label method the runner computes (once, shared) and passes in
 
 
 METHODS: dict[str, MethodSpec] = {}
+KINDS = ("ours", "baseline", "upper-bound", "seed-paper")
 
 
-def register_method(name: str, *, kind: str, description: str, uses_marks: bool = True
-                    ) -> Callable[[MethodFn], MethodFn]:
-    """Decorator: add ``fn`` to :data:`METHODS` under ``name``."""
-    if kind not in ("ours", "baseline", "upper-bound", "seed-paper"):
+def register_method(name: str, *, kind: str, description: str, uses_marks: bool = True,
+                    pseudo: str | None = None) -> Callable[[MethodFn], MethodFn]:
+    """Decorator: add ``fn(case, ann, budget, pseudo)`` to :data:`METHODS` under ``name``."""
+    if kind not in KINDS:
         raise ValueError(f"unknown method kind {kind!r}")
 
     def deco(fn: MethodFn) -> MethodFn:
-        METHODS[name] = MethodSpec(name, fn, kind, description, uses_marks)
+        METHODS[name] = MethodSpec(name, fn, kind, description, uses_marks, pseudo)
         return fn
 
     return deco
 
 
+def sync_segment_methods() -> list[str]:
+    """Register every :mod:`napari_sparseseg.methods` method except ``default`` as ``seed-paper``.
+
+    Called before every lookup, so a method module added (or registered by a test) after this module
+    was imported still shows up.  A module that fails to import is logged and skipped: one broken
+    seed-paper module must not take the whole bench down.
+    """
+    import importlib
+    import pkgutil
+
+    from .. import methods as seg
+
+    try:
+        seg.load_all()
+    except Exception as exc:  # import each module alone so the good ones still register
+        log.warning("napari_sparseseg.methods.load_all failed (%s); importing modules one by one", exc)
+        for mod in pkgutil.iter_modules(seg.__path__):
+            if mod.name != "base" and not mod.name.startswith("_"):
+                try:
+                    importlib.import_module(f"{seg.__name__}.{mod.name}")
+                except Exception as e:  # noqa: BLE001 - reported, not fatal
+                    log.warning("seed-paper method module %s failed to import: %s", mod.name, e)
+    added = []
+    for name, info in seg.SEGMENT_METHODS.items():
+        if name == "default" or (name in METHODS and METHODS[name].kind != "seed-paper"):
+            continue
+        if name not in METHODS:
+            METHODS[name] = MethodSpec(name, _segment_method(name), "seed-paper",
+                                       f"{info.description} (paper: {info.paper}); shared '{SHARED_PSEUDO}' "
+                                       "pseudo-labels, same step budget", True, SHARED_PSEUDO)
+            added.append(name)
+    return added
+
+
 def get_method(name: str) -> MethodSpec:
+    if name not in METHODS:
+        sync_segment_methods()
     try:
         return METHODS[name]
     except KeyError:
@@ -113,58 +161,52 @@ def dense_annotation(case: Case) -> SparseAnnotation:
                                        case.present_classes)
 
 
+def run_segment_method(name: str, case: Case, ann: SparseAnnotation, budget: Budget, pseudo: Any) -> MethodResult:
+    """``run_method(name, make_context(...))`` of :mod:`napari_sparseseg.methods`, as the CLI runs it."""
+    from ..methods import make_context, run_method
+
+    out = run_method(name, make_context(case.image, ann, pseudo, train_config(budget)))
+    info = dict(out.info)
+    info["train_seconds"] = info.get("seconds")  # training + prediction, without the pseudo-labels
+    return MethodResult(np.asarray(out.labels), info)
+
+
+def _segment_method(name: str) -> MethodFn:
+    def fn(case: Case, ann: SparseAnnotation, budget: Budget, pseudo: Any) -> MethodResult:
+        return run_segment_method(name, case, ann, budget, pseudo)
+
+    fn.__name__ = f"segment_{name.replace('-', '_')}"
+    return fn
+
+
 # ---------------------------------------------------------------------------------- methods
-@register_method(
-    "sparseseg", kind="ours",
-    description="the product default (`sparseseg segment`): pseudo-labels (method 'auto') + the weakly "
-    "supervised Trainer, same step budget",
-)
-def _sparseseg(case: Case, ann: SparseAnnotation, budget: Budget) -> MethodResult:
-    from ..pseudo import make_pseudo_labels
-    from ..training import Trainer
-
-    pseudo = make_pseudo_labels(case.image, ann, "auto")
-    trainer = Trainer(case.image, ann, train_config(budget), pseudo=pseudo)
-    t0 = time.perf_counter()
-    ev = run_to_end(trainer)
-    return MethodResult(np.asarray(ev.prediction), {"steps": trainer.step, "network": trainer.spec.name,
-                                                    "train_seconds": time.perf_counter() - t0,
-                                                    "pseudo_method": pseudo.info.get("method")})
+register_method(
+    "sparseseg", kind="ours", pseudo=SHARED_PSEUDO,
+    description="the product default (`sparseseg segment`, method `default`): shared 'auto' pseudo-labels + "
+    "the weakly supervised Trainer, same step budget",
+)(_segment_method("default"))
 
 
 @register_method(
-    "random-walker", kind="baseline",
+    "random-walker", kind="baseline", pseudo="random-walker",
     description="scikit-image random walker from the same marks (per slice, 3D walker for unmarked slices)",
 )
-def _walker(case: Case, ann: SparseAnnotation, budget: Budget) -> MethodResult:
-    from ..pseudo import make_pseudo_labels
-
-    pl = make_pseudo_labels(case.image, ann, "random-walker")
-    return MethodResult(pl.labels, {"unmarked": pl.info.get("unmarked")})
+def _walker(case: Case, ann: SparseAnnotation, budget: Budget, pseudo: Any) -> MethodResult:
+    return MethodResult(pseudo.labels, {"unmarked": pseudo.info.get("unmarked")})
 
 
 @register_method(
-    "sam", kind="baseline",
+    "sam", kind="baseline", pseudo="sam",
     description="SAM pseudo-labels alone (bundled LiteMedSAM, prompts from the marks), no training",
 )
-def _sam(case: Case, ann: SparseAnnotation, budget: Budget) -> MethodResult:
-    from ..pseudo import make_pseudo_labels
-
-    pl = make_pseudo_labels(case.image, ann, "sam")
-    return MethodResult(pl.labels, {"backend": pl.info.get("backend")})
+def _sam(case: Case, ann: SparseAnnotation, budget: Budget, pseudo: Any) -> MethodResult:
+    return MethodResult(pseudo.labels, {"backend": pseudo.info.get("backend")})
 
 
 @register_method(
     "supervised", kind="upper-bound", uses_marks=False,
-    description="the same U-Net trained on the dense expert labels of this volume, same step budget "
-    "(run once per case, reported as setting 'dense')",
+    description="the same U-Net (method `default`) trained on the dense expert labels of this volume, same "
+    "step budget, no pseudo-labels (run once per case, reported as setting 'dense')",
 )
-def _supervised(case: Case, ann: SparseAnnotation, budget: Budget) -> MethodResult:
-    from ..training import Trainer
-
-    dense = dense_annotation(case)
-    trainer = Trainer(case.image, dense, train_config(budget))
-    t0 = time.perf_counter()
-    ev = run_to_end(trainer)
-    return MethodResult(np.asarray(ev.prediction), {"steps": trainer.step, "network": trainer.spec.name,
-                                                    "train_seconds": time.perf_counter() - t0})
+def _supervised(case: Case, ann: SparseAnnotation, budget: Budget, pseudo: Any) -> MethodResult:
+    return run_segment_method("default", case, dense_annotation(case), budget, None)

@@ -63,7 +63,7 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
         cls = sorted(cls_names, key=int)
         out.append(f"### {ds}\n")
         head = ["setting", "marked %", "method", "cases", "mean Dice", *[f"Dice {cls_names[c]}" for c in cls],
-                "HD95 mm", "ASSD mm", "s / case", "peak RSS MiB"]
+                "HD95 mm", "ASSD mm", "pseudo s", "method s", "s / case", "peak RSS MiB"]
         out.append("| " + " | ".join(head) + " |")
         out.append("|" + "---|" * len(head))
         for s in settings:
@@ -77,6 +77,8 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
                          _f(_mean(dice)) + ("" if math.isnan(sd) else f" ± {sd:.3f}")]
                 cells += [_f(_mean([r["classes"].get(c, {}).get("dice") for r in rs])) for c in cls]
                 cells += [_f(_mean([r["mean_hd95_mm"] for r in rs]), 1), _f(_mean([r["mean_assd_mm"] for r in rs]), 2),
+                          _f(_mean([r.get("pseudo_seconds") or 0.0 for r in rs]), 1),
+                          _f(_mean([r.get("method_seconds", r["seconds"]) for r in rs]), 1),
                           _f(_mean([r["seconds"] for r in rs]), 1), _f(max(r["peak_rss_mib"] for r in rs), 0)]
                 out.append("| " + " | ".join(cells) + " |")
         out.append("")

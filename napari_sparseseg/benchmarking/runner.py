@@ -1,9 +1,16 @@
 """The benchmark runner: settings x methods x cases -> one JSON row per run.
 
-Rows are appended to ``rows.jsonl`` as soon as each run ends, so a long run that is interrupted (or
+Rows are appended to ``rows.jsonl`` as soon as each case ends, so a long run that is interrupted (or
 waits for the shared heavy-job lock) resumes where it stopped: a row whose key (dataset, case,
 setting, method, seed) is already in the file is not run again.  Errors become rows with an
 ``error`` field instead of stopping the suite.
+
+The unit of work is one *case*: every setting and method of it (and its active-learning simulation,
+if asked) runs in one process, so the pseudo-labels of a (case, setting) are computed once and
+shared (:class:`~napari_sparseseg.benchmarking.pseudo_cache.PseudoCache`).  ``workers > 1`` runs
+cases in parallel spawned processes (:mod:`napari_sparseseg.benchmarking.parallel`); the parent
+appends their rows.  ``time_limit`` stops *starting* cases after that many seconds, so a capped run
+still ends with an honest partial report.
 """
 
 from __future__ import annotations
@@ -22,9 +29,11 @@ import numpy as np
 from ..annotations import SparseAnnotation
 from ..evaluate import PeakMemory, Timer, evaluate_labels
 from .cases import Case, check_setting, list_cases, load_case, make_annotation
-from .methods import Budget, dense_annotation, get_method
+from .methods import SHARED_PSEUDO, Budget, dense_annotation, get_method
+from .pseudo_cache import PseudoCache
 
 ROWS_FILE = "rows.jsonl"
+ACTIVE_FILE = "active.jsonl"
 
 
 @dataclass
@@ -40,6 +49,9 @@ class SuiteSpec:
     seed: int = 0
     budget: Budget = field(default_factory=Budget)
     distances: bool = True
+    #: pseudo-labels of every method that starts from the shared ones (ours, seed papers, active learning);
+    #: "auto" is the product default, "random-walker" a fast stand-in for tests
+    shared_pseudo: str = SHARED_PSEUDO
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -79,23 +91,38 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
-def run_method(case: Case, ann: SparseAnnotation, setting: str, method: str, spec: SuiteSpec) -> dict[str, Any]:
-    """Run one method on one annotated case and measure it (seconds, peak RSS, metrics)."""
+def run_method(case: Case, ann: SparseAnnotation, setting: str, method: str, spec: SuiteSpec,
+               pseudo_cache: PseudoCache | None = None) -> dict[str, Any]:
+    """Run one method on one annotated case and measure it (seconds, peak RSS, metrics).
+
+    ``seconds`` = ``pseudo_seconds`` (the one computation of the shared pseudo-labels, charged to
+    every row that uses them, even when they came from the cache) + ``method_seconds``.
+    """
     m = get_method(method)
     row: dict[str, Any] = {
         "dataset": case.dataset, "case": case.name, "setting": setting, "method": method, "kind": m.kind,
         "seed": spec.seed, "shape": list(case.image.shape), "spacing_mm": list(case.image.spacing),
         "marked_fraction": ann.marked_fraction(), "marked_voxels": int(ann.marked.sum()),
         "annotated_slices": len(ann.annotated_slices()), "error": None,
+        "pseudo_method": spec.shared_pseudo if m.pseudo == SHARED_PSEUDO else m.pseudo,
+        "pseudo_seconds": 0.0, "pseudo_shared": False,
     }
+    cache = pseudo_cache if pseudo_cache is not None else PseudoCache(spec.budget.device)
     try:
-        with PeakMemory() as mem, Timer() as t:
-            res = m.fn(case, ann, spec.budget)
+        with PeakMemory() as mem:
+            pseudo = None
+            if m.pseudo is not None:
+                pseudo, p_sec, shared = cache.get(case, setting, ann, row["pseudo_method"], seed=spec.seed)
+                row.update(pseudo_seconds=p_sec, pseudo_shared=shared)
+            with Timer() as t:
+                res = m.fn(case, ann, spec.budget, pseudo)
         labels = np.asarray(res.labels)
         ev = evaluate_labels(labels, case.gt, ann.classes, case.image.spacing, case.info.class_names,
                              distances=spec.distances)
         row.update(
-            seconds=t.seconds, peak_rss_mib=mem.peak_rss_bytes / 2**20, delta_rss_mib=mem.delta_rss_bytes / 2**20,
+            seconds=row["pseudo_seconds"] + t.seconds, method_seconds=t.seconds,
+            peak_rss_mib=mem.peak_rss_bytes / 2**20, delta_rss_mib=mem.delta_rss_bytes / 2**20,
+            cuda_peak_mib=None if mem.cuda_peak_bytes is None else mem.cuda_peak_bytes / 2**20,
             classes={str(c): {k: r[k] for k in ("name", "dice", "hd95_mm", "assd_mm")} for c, r in ev["classes"].items()},
             mean_dice=ev["mean"]["dice"], mean_hd95_mm=ev["mean"]["hd95_mm"], mean_assd_mm=ev["mean"]["assd_mm"],
             info=res.info,
@@ -120,49 +147,114 @@ def iter_jobs(spec: SuiteSpec, root: Path) -> Iterable[tuple[str, str, str]]:
                 yield dataset, name, s
 
 
-def run_suite(
-    spec: SuiteSpec, root: Path, out_dir: Path, *, resume: bool = True, log: Callable[[str], None] = print
-) -> list[dict[str, Any]]:
-    """Run everything in ``spec``; rows go to ``out_dir/rows.jsonl`` as they finish."""
+@dataclass
+class CaseJob:
+    """Everything one process does for one case: (setting, methods) pairs, then active learning."""
+
+    dataset: str
+    name: str
+    items: list[tuple[str, list[str]]] = field(default_factory=list)
+    active_setting: str | None = None
+    n_rows: int = 0
+
+
+def plan_jobs(spec: SuiteSpec, root: Path, done: set, active_cases: list[tuple[str, str, str]] = ()
+              ) -> tuple[list[CaseJob], int]:
+    """Case jobs still to run (finished rows skipped) and the total number of rows of the spec."""
     for m in spec.methods:
         get_method(m)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rows_path = out_dir / ROWS_FILE
-    done = {row_key(r) for r in read_rows(rows_path)} if resume else set()
-    if not resume and rows_path.exists():
-        rows_path.unlink()
-    jobs = list(iter_jobs(spec, root))
     sparse = [m for m in spec.methods if get_method(m).uses_marks]
     dense = [m for m in spec.methods if not get_method(m).uses_marks]
-    # methods that ignore the marks (the upper bound) run once per case, as setting "dense"
-    seen_cases: list[tuple[str, str]] = []
-    for dataset, name, _ in jobs:
-        if (dataset, name) not in seen_cases:
-            seen_cases.append((dataset, name))
-    plan = [(d, n, s, sparse) for d, n, s in jobs] + [(d, n, "dense", dense) for d, n in seen_cases if dense]
-    plan.sort(key=lambda j: (list(spec.settings).index(j[0]), j[1]))  # stable: one case loaded once
-    cache: tuple[str, str, Case] | None = None
-    n_total = sum(len(j[3]) for j in plan)
-    i = 0
-    for dataset, name, setting, methods in plan:
-        todo = [m for m in methods if (dataset, name, setting, m, spec.seed) not in done]
-        i += len(methods) - len(todo)
-        if not todo:
-            continue
-        if cache is None or cache[:2] != (dataset, name):
-            cache = (dataset, name, load_case(root, dataset, name))
-        case = cache[2]
-        ann = dense_annotation(case) if setting == "dense" else make_annotation(case, setting, seed=spec.seed)
-        for method in todo:
-            i += 1
+    jobs: dict[tuple[str, str], CaseJob] = {}
+    n_total = 0
+    for dataset, name, setting in iter_jobs(spec, root) if spec.methods else []:
+        jobs.setdefault((dataset, name), CaseJob(dataset, name)).items.append((setting, sparse))
+    for job in jobs.values():
+        if dense:  # methods that ignore the marks run once per case, as setting "dense"
+            job.items.append(("dense", dense))
+        n_total += sum(len(ms) for _, ms in job.items)
+        job.items = [(s, [m for m in ms if (job.dataset, job.name, s, m, spec.seed) not in done])
+                     for s, ms in job.items]
+        job.items = [(s, ms) for s, ms in job.items if ms]
+        job.n_rows = sum(len(ms) for _, ms in job.items)
+    for dataset, name, setting in active_cases:
+        jobs.setdefault((dataset, name), CaseJob(dataset, name)).active_setting = setting
+    return [j for j in jobs.values() if j.items or j.active_setting], n_total
+
+
+def run_case_job(job: CaseJob, spec: SuiteSpec, root: Path, active: Any = None,
+                 log: Callable[[str], None] = print) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """Run one case job in this process: its rows, and its active-learning record (or None)."""
+    case = load_case(root, job.dataset, job.name)
+    cache = PseudoCache(spec.budget.device)
+    rows: list[dict[str, Any]] = []
+    anns: dict[str, SparseAnnotation] = {}
+
+    def annotation(setting: str) -> SparseAnnotation:
+        if setting not in anns:
+            anns[setting] = dense_annotation(case) if setting == "dense" else make_annotation(case, setting, seed=spec.seed)
+        return anns[setting]
+
+    for setting, methods in job.items:
+        for method in methods:
             t0 = time.perf_counter()
-            row = run_method(case, ann, setting, method, spec)
-            with rows_path.open("a") as f:
-                f.write(json.dumps(row) + "\n")
+            row = run_method(case, annotation(setting), setting, method, spec, cache)
+            rows.append(row)
             what = row["error"] or f"Dice {row['mean_dice']:.3f}"
-            log(f"[{i}/{n_total}] {dataset}/{name} {setting} {method}: {what} ({time.perf_counter() - t0:.1f} s)")
-    return [r for r in read_rows(rows_path)]
+            log(f"{job.dataset}/{job.name} {setting} {method}: {what} ({time.perf_counter() - t0:.1f} s"
+                f"{', pseudo-labels shared' if row.get('pseudo_shared') else ''})")
+    record = None
+    if job.active_setting is not None and active is not None:
+        from .active_sim import simulate_active
+
+        ann = annotation(job.active_setting)
+        log(f"active: {job.dataset}/{job.name} from {job.active_setting}, {active.rounds} rounds x {active.strategies}")
+        record = simulate_active(case, ann, list(active.strategies), active.rounds, spec.budget,
+                                 setting=job.active_setting, log=log, pseudo_cache=cache,
+                                 pseudo_method=spec.shared_pseudo)
+    return rows, _jsonable(record) if record is not None else None
+
+
+def run_suite(
+    spec: SuiteSpec, root: Path, out_dir: Path, *, resume: bool = True, log: Callable[[str], None] = print,
+    active: Any = None, workers: int = 1, time_limit: float | None = None,
+) -> dict[str, Any]:
+    """Run everything in ``spec`` (and ``active``, an :class:`ActiveSpec`); rows go to
+    ``out_dir/rows.jsonl`` and active records to ``out_dir/active.jsonl`` as each case finishes.
+
+    Returns a summary: cases planned / run / skipped by ``time_limit``, rows total, stopped early.
+    """
+    from .parallel import run_jobs
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows_path, active_path = out_dir / ROWS_FILE, out_dir / ACTIVE_FILE
+    if not resume:
+        for p in (rows_path, active_path):
+            if p.exists():
+                p.unlink()
+    done = {row_key(r) for r in read_rows(rows_path)}
+    active_done = {(r["dataset"], r["case"], r.get("setting")) for r in read_rows(active_path)}
+    active_cases = []
+    if active is not None:
+        for dataset, setting in active.starts.items():
+            check_setting(dataset, setting)
+            for name in list_cases(root, dataset)[: active.cases]:
+                if (dataset, name, setting) not in active_done:
+                    active_cases.append((dataset, name, setting))
+    jobs, n_total = plan_jobs(spec, root, done, active_cases)
+
+    def on_done(job: CaseJob, rows: list[dict[str, Any]], record: dict[str, Any] | None) -> None:
+        if rows:
+            with rows_path.open("a") as f:
+                f.write("".join(json.dumps(r) + "\n" for r in rows))
+        if record is not None:
+            with active_path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    summary = run_jobs(jobs, spec, root, active, on_done, workers=workers, time_limit=time_limit, log=log)
+    summary.update(rows_total=n_total, rows_done=len(read_rows(rows_path)))
+    return summary
 
 
 def machine_info() -> dict[str, Any]:

@@ -13,16 +13,14 @@ from __future__ import annotations
 import json
 import shlex
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
 from ..io import atomic_write_text
-from .cases import list_cases, load_case, make_annotation
+from .cases import list_cases
 from .methods import Budget
-from .runner import SuiteSpec, machine_info, read_rows, run_suite
-
-ACTIVE_FILE = "active.jsonl"
+from .runner import ACTIVE_FILE, SuiteSpec, machine_info, read_rows, run_suite
 SIM_SETTINGS = ["scribbles", "points-5", "slices-1", "slices-3", "slices-5"]
 
 
@@ -54,32 +52,41 @@ def full_specs(max_cases: int | None = None) -> tuple[SuiteSpec, ActiveSpec]:
     budget = Budget(steps=200, warm_steps=40, seconds=600)
     suite = SuiteSpec(
         settings={"acdc": ["human-scribbles"], "hippocampus": SIM_SETTINGS, "brain_tumor": SIM_SETTINGS},
-        methods=["sparseseg", "random-walker", "sam", "supervised"], max_cases=max_cases, budget=budget,
+        methods=[*ablation_methods(), "supervised"], max_cases=max_cases, budget=budget,
         case_limits={} if max_cases is not None else {"hippocampus": 20},  # 20 of 201, as in issue 5
     )
     active = ActiveSpec(starts={"hippocampus": "slices-1", "acdc": "human-scribbles"}, cases=3, rounds=8)
     return suite, active
 
 
-def run_active(spec: ActiveSpec, budget: Budget, root: Path, out_dir: Path, *, resume: bool = True,
-               log: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    from .active_sim import simulate_active
+#: one case per brain-tumour patient (the first time point; PGBM-006's second has no contrast series)
+BRAIN_TUMOR_FIRST_VISITS = ["PGBM-001_1991-11-19", "PGBM-003_1995-03-29", "PGBM-006_1996-12-10",
+                            "PGBM-008_1992-03-31"]
 
-    path = Path(out_dir) / ACTIVE_FILE
-    if not resume and path.exists():
-        path.unlink()
-    done = {(r["dataset"], r["case"], r.get("setting")) for r in read_rows(path)}
-    for dataset, setting in spec.starts.items():
-        for name in list_cases(root, dataset)[: spec.cases]:
-            if (dataset, name, setting) in done:
-                continue
-            case = load_case(root, dataset, name)
-            ann = make_annotation(case, setting, seed=budget.seed)
-            log(f"active: {dataset}/{name} from {setting}, {spec.rounds} rounds x {spec.strategies}")
-            rec = simulate_active(case, ann, list(spec.strategies), spec.rounds, budget, setting=setting, log=log)
-            with path.open("a") as f:
-                f.write(json.dumps(rec) + "\n")
-    return read_rows(path)
+
+def ablation_methods() -> list[str]:
+    """Ours, every registered seed-paper method, and the two no-training baselines."""
+    from .methods import METHODS, sync_segment_methods
+
+    sync_segment_methods()
+    seeds = sorted(n for n, m in METHODS.items() if m.kind == "seed-paper")
+    return ["sparseseg", *seeds, "random-walker", "sam"]
+
+
+def ablation_specs() -> tuple[SuiteSpec, ActiveSpec]:
+    """The ablation table of issue 6 (``--preset ablation``), sized for one ~8-minute run on a 16-core
+    GPU machine with ``--workers``: ACDC 20 volumes with human scribbles, hippocampus 10 cases and
+    brain tumour 4 patients with 3 labelled slices; 300 steps; no active learning."""
+    suite = SuiteSpec(
+        settings={"acdc": ["human-scribbles"], "hippocampus": ["slices-3"], "brain_tumor": ["slices-3"]},
+        methods=ablation_methods(), budget=Budget(steps=300, warm_steps=40, seconds=600, device="auto"),
+        case_limits={"hippocampus": 10},
+    )
+    suite.cases = {"brain_tumor": list(BRAIN_TUMOR_FIRST_VISITS)}
+    return suite, ActiveSpec(starts={})
+
+
+PRESETS = {"quick": quick_specs, "full": full_specs, "ablation": ablation_specs}
 
 
 def estimate_full_run(rows: list[dict[str, Any]], active: list[dict[str, Any]], steps: int,
@@ -158,6 +165,14 @@ def write_report(out_dir: Path, command: str | None = None, md_path: Path | None
     if meta and not meta.get("finished", True):
         lines.append(f"**This run was stopped before it finished** (started {meta.get('started_utc')}); "
                      "the tables hold the rows that completed.\n")
+    run = meta.get("run") or {}
+    if run.get("stopped_by_time_limit"):
+        lines.append(f"**Capped run: `--time-limit {run['time_limit_s']:.0f}` stopped it after {run['cases_run']} of "
+                     f"{run['cases_planned']} case(s)**; not started: {', '.join(run['cases_skipped'])}. Every row "
+                     "below is complete; the `cases` column says how many cases each mean holds.\n")
+    if run.get("workers", 1) > 1:
+        lines.append(f"Ran {run['workers']} cases in parallel (spawned processes, {run['threads_per_worker']} torch "
+                     "thread(s) each): per-case seconds include contention between workers.\n")
     mi = meta.get("machine", {})
     if mi:
         lines.append(
@@ -170,19 +185,29 @@ def write_report(out_dir: Path, command: str | None = None, md_path: Path | None
         b = meta["budget"]
         lines.append(f"Training budget (every trained method, incl. the upper bound): {b['steps']} steps "
                      f"(cap {b['seconds']:.0f} s), active-learning rounds: {b['warm_steps']} warm steps each, "
-                     f"seed {b['seed']}.\n")
+                     f"seed {b['seed']}, device {b.get('device', 'auto')}. Shared pseudo-labels of ours, the "
+                     f"seed-paper methods and active learning: "
+                     f"`{(meta.get('spec') or {}).get('shared_pseudo', 'auto')}`.\n")
     if rows:
         from .methods import METHODS
 
-        lines.append("Methods (registry: `napari_sparseseg.benchmarking.methods`; seed-paper methods are added "
-                     "there with `@register_method`):\n")
+        from .methods import sync_segment_methods
+
+        sync_segment_methods()
+        lines.append("Methods (registry: `napari_sparseseg.benchmarking.methods`; every method of "
+                     "`napari_sparseseg.methods` other than `default` is added there as `seed-paper`):\n")
         for name in dict.fromkeys(r["method"] for r in rows):
             m = METHODS.get(name)
             lines.append(f"- `{name}` [{m.kind if m else '?'}]: {m.description if m else ''}")
         lines.append("")
         lines.append("## Dice against effort, side by side\n")
-        lines.append("Means over cases; HD95/ASSD over classes where defined; seconds and peak RSS of the "
-                     "whole method (pseudo-labels + training + prediction), RSS of the whole bench process.\n")
+        lines.append("Means over cases (the `cases` column: how many cases each row holds); HD95/ASSD over "
+                     "classes where defined. Seconds per case = `pseudo s` (the pseudo-labels the method starts "
+                     "from, computed once per case and setting and shared by every method that uses the same "
+                     "kind; each row is charged the full computation) + `method s` (training + prediction). "
+                     "SAM image embeddings are computed once per case and shared across its settings, so the "
+                     "first SAM-based pseudo-labels of a case carry their cost. Peak RSS of the whole bench "
+                     "process.\n")
         if any(r["dataset"] == "acdc" for r in rows):
             lines.append("ACDC's shared copy lost its voxel spacing (identity affine), so its HD95/ASSD are in "
                          "pixels/slices, not mm (in-plane pixels are about 1.5 mm).\n")
@@ -214,8 +239,11 @@ def write_report(out_dir: Path, command: str | None = None, md_path: Path | None
 
 def run_bench(suite: SuiteSpec, active: ActiveSpec | None, root: Path, out_dir: Path, *, resume: bool = True,
               command: str | None = None, label: str | None = None, md_path: Path | None = None,
-              log: Callable[[str], None] = print) -> Path:
-    """Run the suite and the active-learning simulation, then write ``results.json`` and the report."""
+              log: Callable[[str], None] = print, workers: int = 1, time_limit: float | None = None) -> Path:
+    """Run the suite and the active-learning simulation, then write ``results.json`` and the report.
+
+    ``workers`` > 1 runs cases in parallel processes; ``time_limit`` (seconds) stops starting new
+    cases, and the report says the run was capped and how many cases each table row holds."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -223,20 +251,20 @@ def run_bench(suite: SuiteSpec, active: ActiveSpec | None, root: Path, out_dir: 
     prev_wall = float(prev.get("wall_seconds", 0.0)) if resume else 0.0
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
 
-    def save(rows: list, records: list, finished: bool) -> None:
+    def save(rows: list, records: list, finished: bool, run: dict[str, Any] | None) -> None:
         # written before and after the run, so an interrupted run can still be reported (--report-only)
         meta = {
             "command": command, "label": label, "finished": finished, "started_utc": started,
             "wall_seconds": time.perf_counter() - t0 + prev_wall, "machine": machine_info(),
             "spec": suite.to_dict(), "active_spec": asdict(active) if active else None,
-            "budget": asdict(suite.budget), "rows": rows, "active": records,
+            "budget": asdict(suite.budget), "run": run, "rows": rows, "active": records,
         }
         atomic_write_text(out_dir / "results.json", json.dumps(meta, indent=1, allow_nan=False))
 
-    save([], [], False)
-    rows = run_suite(suite, root, out_dir, resume=resume, log=log) if suite.methods and suite.settings else []
-    records = run_active(active, suite.budget, root, out_dir, resume=resume, log=log) if active and active.starts else []
-    save(rows, records, True)
+    save([], [], False, None)
+    run = run_suite(suite if suite.settings else replace(suite, methods=[]), root, out_dir, resume=resume, log=log,
+                    active=active if active and active.starts else None, workers=workers, time_limit=time_limit)
+    save(read_rows(out_dir / "rows.jsonl"), read_rows(out_dir / ACTIVE_FILE), True, run)
     return write_report(out_dir, command, md_path)
 
 

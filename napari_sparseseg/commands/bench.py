@@ -4,6 +4,8 @@ active learning (code in :mod:`napari_sparseseg.benchmarking`).
     sparseseg bench --quick --out /tmp/bench-quick          # < 3 min on 2 cores (CI)
     sparseseg bench --out bench/results                     # every setting on every shared case
     sparseseg bench --out bench/results --report-only       # regenerate RESULTS.md + plots from JSON
+    sparseseg bench --preset ablation --workers 8 --time-limit 480 --out bench/results_ablation
+        # issue 6's ablation (ours, every seed-paper method, walker, SAM) on a 16-core GPU machine
 
 Heavy runs on a shared machine: ``flock /tmp/sparseseg_heavy.lock nice -n 5 sparseseg bench ...``.
 A run resumes where it stopped (rows already in ``OUT/rows.jsonl`` are kept); ``--fresh`` starts over.
@@ -28,6 +30,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="markdown report to write (default OUT/RESULTS.md; the committed one: bench/RESULTS.md)")
     p.add_argument("--data", type=Path, default=None, help="shared data folder (default: ../shared/data or $SPARSESEG_DATA)")
     p.add_argument("--quick", action="store_true", help="2 hippocampus cases + 1 ACDC volume, short budgets (< 3 min)")
+    p.add_argument("--preset", choices=("quick", "full", "ablation"), default=None,
+                   help="quick (= --quick); full (every setting of issue 8, the default); ablation (issue 6: "
+                   "ACDC 20 volumes human scribbles, hippocampus 10 + brain tumour 4 patients at slices-3, ours + "
+                   "every seed-paper method + walker + SAM, 300 steps, no active learning)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="cases run in parallel spawned processes, each with max(1, cores // N) torch threads "
+                   "(default 1: in this process)")
+    p.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                   help="stop starting new cases after this many seconds; the report says how many cases each "
+                   "row holds")
+    p.add_argument("--pseudo", default=None,
+                   help="pseudo-labels shared by ours, the seed-paper methods and active learning (default auto = "
+                   "the product default; random-walker is much faster on CPU)")
+    p.add_argument("--device", default=None, help="torch device of every trained method and SAM (auto, cpu, cuda)")
     p.add_argument("--datasets", nargs="+", default=None, help="subset of data sets (acdc hippocampus brain_tumor)")
     p.add_argument("--settings", nargs="+", default=None,
                    help="override the settings for every simulated data set (e.g. slices-1 slices-3 points-5)")
@@ -54,10 +70,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from ..benchmarking import METHODS
+    from ..benchmarking import METHODS, get_method
     from ..benchmarking.cases import DATASETS, check_setting, find_data_root
-    from ..benchmarking.suite import command_line, full_specs, quick_specs, run_bench, write_report
+    from ..benchmarking.suite import PRESETS, command_line, full_specs, run_bench, write_report
 
+    from ..benchmarking.methods import sync_segment_methods
+
+    sync_segment_methods()
     if args.list:
         for name, m in METHODS.items():
             print(f"method   {name:14s} [{m.kind}] {m.description}")
@@ -71,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {path}")
         return 0
     root = find_data_root(args.data)
-    suite, active = quick_specs() if args.quick else full_specs(args.cases)
+    preset = "quick" if args.quick else (args.preset or "full")
+    suite, active = full_specs(args.cases) if preset == "full" else PRESETS[preset]()
     if args.datasets:
         unknown = [d for d in args.datasets if d not in DATASETS]
         if unknown:
@@ -94,8 +114,23 @@ def run(args: argparse.Namespace) -> int:
         suite.case_limits = {}
         suite.cases = {d: (names[: args.cases] if names else None) for d, names in suite.cases.items()}
     b = suite.budget
-    suite.budget = replace(b, steps=args.steps or b.steps, warm_steps=args.warm_steps or b.warm_steps, seed=args.seed)
+    suite.budget = replace(b, steps=args.steps or b.steps, warm_steps=args.warm_steps or b.warm_steps, seed=args.seed,
+                           device=args.device or b.device)
+    if args.workers < 1:
+        from ..errors import SparsesegError
+
+        raise SparsesegError("--workers must be >= 1")
+    for m in suite.methods:
+        get_method(m)  # an unknown name fails here, before any data is loaded
     suite.seed = args.seed
+    if args.pseudo:
+        from ..pseudo import METHODS as PSEUDO_METHODS
+
+        if args.pseudo not in PSEUDO_METHODS:
+            from ..errors import SparsesegError
+
+            raise SparsesegError(f"unknown pseudo-label method {args.pseudo!r}; choose from {', '.join(PSEUDO_METHODS)}")
+        suite.shared_pseudo = args.pseudo
     suite.distances = not args.no_distances
     if args.rounds is not None:
         active.rounds = args.rounds
@@ -107,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
     if args.no_suite:
         suite.methods = []
     path = run_bench(suite, None if args.no_active else active, root, args.out, resume=not args.fresh,
-                     command=command, label=args.label, md_path=args.md, log=lambda s: print(s, file=sys.stderr, flush=True))
+                     command=command, label=args.label, md_path=args.md, log=lambda s: print(s, file=sys.stderr, flush=True),
+                     workers=args.workers, time_limit=args.time_limit)
     print(f"wrote {path}")
     return 0
