@@ -89,6 +89,12 @@ def test_memory_ema_codes_and_class_statistics() -> None:
     assert t.tolist() == [[[1, 0], [2, IGNORE_INDEX]]]  # known target kept, padding left alone
     assert fill.tolist() == [[[True, False], [True, False]]]
     assert float(w[0, 0, 0]) > 0.9 and float(w[0, 0, 1]) == 1.0
+    # doubt: a pseudo-label the memory contradicts is down-weighted, the same label as a mark is not
+    t2, w2, _ = memory_targets(torch.tensor([[[2, 2], [1, 1]]]), torch.ones(1, 2, 2), prob, valid, tau=0.9,
+                               marked=torch.tensor([[[False, True], [False, False]]]))
+    assert t2.tolist() == [[[2, 2], [1, 1]]]
+    assert float(w2[0, 0, 0]) < 0.1 and float(w2[0, 0, 1]) == 1.0 and float(w2[0, 1, 1]) == 1.0
+    assert float(w2[0, 1, 0]) < 0.1  # memory says 2 there, pseudo-label says 1
 
 
 @pytest.mark.parametrize("with_pseudo", [False, True])

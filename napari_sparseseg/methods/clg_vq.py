@@ -62,6 +62,7 @@ class ClgVqOptions:
         the ablation switch).  mem_tau: joint confidence needed to fill a voxel.  mem_warmup: fraction
         of the step budget before filling starts (codes are meaningless at first).
     mem_pseudo_weight: weight of confident pseudo-labels (x confidence) in the code class statistics.
+    mem_doubt: also down-weight pseudo-labels the memory contradicts (>= mem_tau), marks never.
     w_recon, w_commit: loss weights of the reconstruction (L1) and commitment terms.
     """
 
@@ -74,6 +75,7 @@ class ClgVqOptions:
     mem_tau: float = 0.9
     mem_warmup: float = 0.3
     mem_pseudo_weight: float = 0.5
+    mem_doubt: bool = False
     w_recon: float = 0.5
     w_commit: float = 0.05
 
@@ -164,7 +166,8 @@ class ClgVqTrainer:
         filled = torch.zeros((), device=m.device)
         if opts.memory and step >= self.warmup_steps:
             prob = memory_distribution(self.texture, self.glob, tex.detach(), deep.detach(), tuple(m.shape[-2:]))
-            p, w, fill = memory_targets(p, w, prob, valid, opts.mem_tau)
+            p, w, fill = memory_targets(p, w, prob, valid, opts.mem_tau,
+                                        marked=(m != IGNORE_INDEX) if opts.mem_doubt else None)
             filled = fill.float().mean()
         losses: dict[str, torch.Tensor] = {"marks": partial_ce(la, m)}
         total = cfg.w_marks * losses["marks"]

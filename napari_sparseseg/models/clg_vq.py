@@ -263,14 +263,21 @@ def memory_distribution(texture: VQMemory, glob: VQMemory, tex_feat: torch.Tenso
 
 @torch.no_grad()
 def memory_targets(target: torch.Tensor, weight: torch.Tensor, mem_prob: torch.Tensor, valid: torch.Tensor,
-                   tau: float, ignore_index: int = -1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                   tau: float, ignore_index: int = -1, marked: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Fill unlabelled voxels whose memory distribution is at least ``tau`` confident.
 
     ``target`` (B, H, W) int64 with ``ignore_index`` where nothing is known, ``weight`` its weights,
     ``mem_prob`` (B, K, H, W), ``valid`` (B, H, W) bool (False in padding).  Returns new targets,
-    new weights (the memory's confidence where filled) and the filled mask.  Known targets (marks,
-    confident pseudo-labels) are never overwritten: the memory only adds what nothing else gives.
+    new weights (the memory's confidence where filled) and the filled mask.  Known targets are never
+    overwritten.  With ``marked`` (the user's marks) given, pseudo-label targets that the memory
+    contradicts with confidence ``conf >= tau`` are also down-weighted by ``1 - conf`` (marks never).
     """
     conf, cls = mem_prob.max(1)
-    fill = (target == ignore_index) & valid & (conf >= tau)
-    return torch.where(fill, cls, target), torch.where(fill, conf, weight), fill
+    sure = valid & (conf >= tau)
+    fill = (target == ignore_index) & sure
+    new_w = torch.where(fill, conf, weight)
+    if marked is not None:
+        doubt = sure & ~marked & (target != ignore_index) & (target != cls)
+        new_w = torch.where(doubt, weight * (1.0 - conf), new_w)
+    return torch.where(fill, cls, target), new_w, fill
