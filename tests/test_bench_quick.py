@@ -119,7 +119,7 @@ def test_workers_run_cases_in_spawned_processes(shared_data: Path, tmp_path: Pat
     assert {r["case"]: r["mean_dice"] for r in rows} == one
 
 
-def test_seed_paper_methods_join_the_bench_registry() -> None:
+def test_seed_paper_methods_join_the_bench_registry(shared_data: Path) -> None:
     from napari_sparseseg.benchmarking.methods import METHODS, sync_segment_methods
     from napari_sparseseg.benchmarking.suite import ablation_methods, ablation_specs
     from napari_sparseseg.methods import SEGMENT_METHODS as seg
@@ -132,8 +132,10 @@ def test_seed_paper_methods_join_the_bench_registry() -> None:
     names = ablation_methods()
     assert names[0] == "sparseseg" and names[-2:] == ["random-walker", "sam"]
     assert set(names[1:-2]) == set(seg) - {"default"}
-    suite, active = ablation_specs()
+    suite, active = ablation_specs(shared_data)
     assert suite.budget.steps == 300 and not active.starts
+    tumours = suite.cases["brain_tumor"]
+    assert len(tumours) == 4 and len({n.split("_")[0] for n in tumours}) == 4  # one visit per patient
     assert suite.settings == {"acdc": ["human-scribbles"], "hippocampus": ["slices-3"], "brain_tumor": ["slices-3"]}
 
 

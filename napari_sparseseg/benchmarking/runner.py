@@ -179,7 +179,21 @@ def plan_jobs(spec: SuiteSpec, root: Path, done: set, active_cases: list[tuple[s
         job.n_rows = sum(len(ms) for _, ms in job.items)
     for dataset, name, setting in active_cases:
         jobs.setdefault((dataset, name), CaseJob(dataset, name)).active_setting = setting
-    return [j for j in jobs.values() if j.items or j.active_setting], n_total
+    return interleave([j for j in jobs.values() if j.items or j.active_setting]), n_total
+
+
+def interleave(jobs: list[CaseJob]) -> list[CaseJob]:
+    """Round-robin over data sets (case order kept within each), so a run capped by ``time_limit``
+    still covers every data set and parallel workers mix small and large volumes."""
+    by_ds: dict[str, list[CaseJob]] = {}
+    for j in jobs:
+        by_ds.setdefault(j.dataset, []).append(j)
+    out: list[CaseJob] = []
+    while any(by_ds.values()):
+        for queue in by_ds.values():
+            if queue:
+                out.append(queue.pop(0))
+    return out
 
 
 def run_case_job(job: CaseJob, spec: SuiteSpec, root: Path, active: Any = None,

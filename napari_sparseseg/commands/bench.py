@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..benchmarking import METHODS, get_method
     from ..benchmarking.cases import DATASETS, check_setting, find_data_root
-    from ..benchmarking.suite import PRESETS, command_line, full_specs, run_bench, write_report
+    from ..benchmarking.suite import PRESETS, ablation_specs, command_line, full_specs, run_bench, write_report
 
     from ..benchmarking.methods import sync_segment_methods
 
@@ -91,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     root = find_data_root(args.data)
     preset = "quick" if args.quick else (args.preset or "full")
-    suite, active = full_specs(args.cases) if preset == "full" else PRESETS[preset]()
+    suite, active = (full_specs(args.cases) if preset == "full" else
+                     ablation_specs(root) if preset == "ablation" else PRESETS[preset]())
     if args.datasets:
         unknown = [d for d in args.datasets if d not in DATASETS]
         if unknown:
