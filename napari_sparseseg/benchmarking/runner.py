@@ -52,6 +52,8 @@ class SuiteSpec:
     #: pseudo-labels of every method that starts from the shared ones (ours, seed papers, active learning);
     #: "auto" is the product default, "random-walker" a fast stand-in for tests
     shared_pseudo: str = SHARED_PSEUDO
+    #: per data set, methods not run there (e.g. the quick preset runs SAM on its ACDC volume only)
+    skip_methods: dict[str, list[str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -168,10 +170,13 @@ def plan_jobs(spec: SuiteSpec, root: Path, done: set, active_cases: list[tuple[s
     jobs: dict[tuple[str, str], CaseJob] = {}
     n_total = 0
     for dataset, name, setting in iter_jobs(spec, root) if spec.methods else []:
-        jobs.setdefault((dataset, name), CaseJob(dataset, name)).items.append((setting, sparse))
+        skip = set(spec.skip_methods.get(dataset, ()))
+        job = jobs.setdefault((dataset, name), CaseJob(dataset, name))
+        job.items.append((setting, [m for m in sparse if m not in skip]))
     for job in jobs.values():
-        if dense:  # methods that ignore the marks run once per case, as setting "dense"
-            job.items.append(("dense", dense))
+        skip = set(spec.skip_methods.get(job.dataset, ()))
+        if [m for m in dense if m not in skip]:  # methods that ignore the marks run once per case ("dense")
+            job.items.append(("dense", [m for m in dense if m not in skip]))
         n_total += sum(len(ms) for _, ms in job.items)
         job.items = [(s, [m for m in ms if (job.dataset, job.name, s, m, spec.seed) not in done])
                      for s, ms in job.items]
