@@ -19,7 +19,7 @@ from napari_sparseseg.models.rada import (TriViewNet, align_loss, choose_encoded
 from napari_sparseseg.training import TrainConfig
 
 TINY = dict(channels=(4, 8, 16), threads=2, budget_seconds=120.0, lr=3e-3)
-OPTS = dict(block=(8, 32, 32), blocks=1, through_slices=2, feat=8)
+OPTS = dict(block=(8, 32, 32), blocks=1, axial_crops=2, through_slices=2, feat=8)
 
 
 # ------------------------------------------------------------------------------ units
@@ -43,6 +43,17 @@ def test_shapes_and_gradients_reach_every_new_module():
     with torch.no_grad():
         net.view_shift[2].fill_(1.0)
         assert not torch.allclose(net(x, 0)[1], net(x, 2)[1])
+
+
+def test_only_the_axial_view_moves_batchnorm_running_statistics():
+    net = TriViewNet(1, 3, feat=8, channels=(4, 8, 16)).train()
+    bn = next(m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    before = bn.running_mean.clone()
+    net(torch.randn(2, 1, 8, 16) + 3.0, 1)
+    net(torch.randn(2, 1, 8, 16) + 3.0, 2)
+    assert torch.equal(bn.running_mean, before) and bn.momentum == 0.3
+    net(torch.randn(2, 1, 8, 16) + 3.0, 0)
+    assert not torch.equal(bn.running_mean, before)
 
 
 def test_prior_net_starts_at_the_prior():

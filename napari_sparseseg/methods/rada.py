@@ -54,7 +54,8 @@ class RadaOptions:
     """Knobs of the RADA substitute (defaults: see ``docs/methods/rada.md``)."""
 
     block: tuple[int, int, int] = (8, 64, 64)  # (slices, rows, columns) of one training block
-    blocks: int = 2  # blocks per step
+    blocks: int = 2  # blocks per step (all three views)
+    axial_crops: int = 4  # extra one-slice crops per step (axial view + alignment only)
     through_slices: int = 4  # coronal and sagittal slices taken from each block
     feat: int = 16  # per-pixel feature width of the shared net
     align: str = "cosine"  # "cosine" or "infonce"
@@ -62,7 +63,7 @@ class RadaOptions:
     w_align: float = 0.1
     w_views: float = 0.5  # cross-view consistency
     w_through: float = 0.5  # supervised loss of the coronal + sagittal views (each), axial = 1
-    max_encoded: int = 16  # axial slices run through the frozen encoder
+    max_encoded: int = 8  # axial slices run through the frozen encoder (CPU cost: ~0.3-1.6 s each)
     stride: int = 4  # frozen tokens are resampled every ``stride`` pixels (LiteMedSAM token = 4 px)
     min_region: int = 8  # pixels a region needs in a slice of a block to be aligned
     z_cap: int = 4  # at most this slice-axis stretch for the through-plane views
@@ -103,6 +104,54 @@ def _masked_mse(pa: torch.Tensor, pb: torch.Tensor, inside: torch.Tensor) -> tor
     return ((pa - pb) ** 2 * m).sum() / (m.sum() * pa.shape[1]).clamp_min(1.0)
 
 
+@dataclass
+class _Volume:
+    """The training tensors on the device plus the frozen embeddings (what a crop is cut from)."""
+
+    x: torch.Tensor  # (C, Z, Y, X)
+    marks: torch.Tensor
+    pseudo: torch.Tensor | None
+    weight: torch.Tensor | None
+    regions: torch.Tensor  # targets whose classes are the regions (pseudo MIX marks, else marks)
+    inside: torch.Tensor  # bool, all True: padded crops mark what lies outside the image
+    emb: torch.Tensor  # (n, 256, 64, 64) frozen tokens of the encoded slices
+    rows: torch.Tensor  # (Z,) slice -> embedding row or -1
+    input_size: tuple[int, int]
+    encoder_size: int
+
+
+def _draw(v: _Volume, ctr, size, rng, gen, k: int, opt: RadaOptions, augment: bool) -> dict[str, Any]:
+    """One block (or one-slice crop) around ``ctr``: tensors, flips + intensity augmentation, and the
+    frozen region vectors of its encoded slices (pooled before the flip: pooling ignores positions)."""
+    Z, Y, X = v.x.shape[1:]
+    start = [int(c) - s // 2 + int(rng.integers(-(s // 4), s // 4 + 1)) for c, s in zip(ctr, size)]
+    xb = _crop(v.x, start, size, 0.0)
+    t = [_crop(t, start, size, -1) if t is not None else None for t in (v.marks, v.pseudo, v.regions)]
+    wb = _crop(v.weight, start, size, 0.0) if v.weight is not None else None
+    inside = _crop(v.inside, start, size, False)
+    zi = torch.arange(start[0], start[0] + size[0], device=v.x.device)
+    ok = (zi >= 0) & (zi < Z)
+    r = torch.full_like(zi, -1)
+    r[ok] = v.rows[zi[ok]]
+    sel = torch.nonzero(r >= 0).flatten()
+    out: dict[str, Any] = {"sel": sel}
+    if len(sel):
+        fz = sample_frozen(v.emb, r[sel], start[1:], size[1:], (Y, X), v.input_size, v.encoder_size, opt.stride)
+        out["frozen"], cnt = region_pool(fz, t[2][sel], k, opt.stride)
+        out["valid"] = cnt >= opt.min_region
+    flip = [d for d, f in zip((-2, -1), rng.random(2) < 0.5) if f and augment]
+    if flip:
+        xb, inside, wb = xb.flip(flip), inside.flip(flip), wb.flip(flip) if wb is not None else None
+        t = [tt.flip(flip) if tt is not None else None for tt in t]
+    if augment:
+        sc = 1 + 0.15 * (2 * torch.rand((), generator=gen, device=xb.device) - 1)
+        sh = 0.15 * (2 * torch.rand((), generator=gen, device=xb.device) - 1)
+        img = xb[0] * sc + sh + 0.05 * torch.randn(xb[0].shape, generator=gen, device=xb.device)
+        xb = torch.cat([img[None], xb[1:]])
+    out.update(x=xb, tgt=(t[0], t[1], wb), regions=t[2], inside=inside)
+    return out
+
+
 @register("rada", paper="rada-barely-supervised.txt",
           description="tri-view shared 2D U-Net + region alignment with frozen LiteMedSAM features (Alpha-CLIP substitute)")
 def run_rada(ctx: MethodContext, options: RadaOptions | None = None) -> MethodOutput:
@@ -116,12 +165,7 @@ def run_rada(ctx: MethodContext, options: RadaOptions | None = None) -> MethodOu
     dev = ctx.device
     data = ctx.prepared()
     k = ctx.n_channels_out
-    x = data.x.to(dev)
-    C, Z, Y, X = x.shape
-    marks = data.marks.to(dev)
-    pt = data.pseudo.to(dev) if data.pseudo is not None else None
-    pw = data.weight.to(dev) if data.weight is not None else None
-    regions = pt if pt is not None else marks  # targets whose classes are the regions
+    C, Z, Y, X = data.x.shape
     prior = bool(cfg.pseudo_input and ctx.pseudo is not None and cfg.prior_residual)
     net = TriViewNet(C, k, feat=opt.feat, channels=cfg.channels or (16, 32, 64, 128), prior=prior).to(dev)
     optim = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -139,81 +183,54 @@ def run_rada(ctx: MethodContext, options: RadaOptions | None = None) -> MethodOu
     emb, rows, input_size = encode_slices(backend, normalize_intensity(ctx.image.array), enc_slices, dev, opt.cache_dir)
     encode_seconds = time.perf_counter() - t0
 
+    marks = data.marks.to(dev)
+    pt = data.pseudo.to(dev) if data.pseudo is not None else None
+    vol = _Volume(data.x.to(dev), marks, pt, data.weight.to(dev) if data.weight is not None else None,
+                  pt if pt is not None else marks, torch.ones((Z, Y, X), dtype=torch.bool, device=dev),
+                  emb, rows, input_size, backend.image_size)
     m = net.multiple
     zs = z_scale(ctx.image.spacing, opt.z_cap)
     bz = _ceil(opt.block[0], m)
     size = (bz, min(opt.block[1], _ceil(Y, m)), min(opt.block[2], _ceil(X, m)))
-    inside_full = torch.ones((Z, Y, X), dtype=torch.bool, device=dev)
     nsub = opt.through_slices
     last: dict[str, float] = {}
     for step in ctx.steps():
         for g in optim.param_groups:
             g["lr"] = ctx.lr_at(step)
-        ax_x, ax_t, ax_r, cor_x, cor_t, sag_x, sag_t, pairs, frozen_pool, frozen_valid, seg_sel = ([] for _ in range(11))
-        for b in range(opt.blocks):
-            ctr = data.centres[rng.choice(len(data.centres), p=data.centre_weights)]
-            start = [int(c) - s // 2 + int(rng.integers(-(s // 4), s // 4 + 1)) for c, s in zip(ctr, size)]
-            xb = _crop(x, start, size, 0.0)
-            tb = [_crop(t, start, size, -1) if t is not None else None for t in (marks, pt, regions)]
-            wb = _crop(pw, start, size, 0.0) if pw is not None else None
-            inside = _crop(inside_full, start, size, False)
-            # frozen region vectors of the block's encoded axial slices (flip-invariant: pooled)
-            zi = torch.arange(start[0], start[0] + bz, device=dev)
-            ok = (zi >= 0) & (zi < Z)
-            r = torch.full_like(zi, -1)
-            r[ok] = rows[zi[ok]]
-            sel = torch.nonzero(r >= 0).flatten()
-            if len(sel):
-                fz = sample_frozen(emb, r[sel], start[1:], size[1:], (Y, X), input_size, backend.image_size, opt.stride)
-                fp, cnt = region_pool(fz, tb[2][sel], k, opt.stride)
-                frozen_pool.append(fp)
-                frozen_valid.append(cnt >= opt.min_region)
-                seg_sel.append(sel + b * bz)
-            # augment: flips (y, x), intensity on the image channel
-            flip = [d for d, f in zip((-2, -1), rng.random(2) < 0.5) if f and cfg.augment]
-            if flip:
-                xb, inside = xb.flip(flip), inside.flip(flip)
-                tb = [t.flip(flip) if t is not None else None for t in tb]
-                wb = wb.flip(flip) if wb is not None else None
-            if cfg.augment:
-                sc = 1 + 0.15 * (2 * torch.rand((), generator=gen, device=dev) - 1)
-                sh = 0.15 * (2 * torch.rand((), generator=gen, device=dev) - 1)
-                img = xb[0] * sc + sh + 0.05 * torch.randn(xb[0].shape, generator=gen, device=dev)
-                xb = torch.cat([img[None], xb[1:]])
-            tgt = (tb[0], tb[1], wb)
-            ax_x.append(xb.permute(1, 0, 2, 3))
-            ax_t.append(tgt)
-            ax_r.append(tb[2])
-            # through-plane slices: rows / columns that hold image voxels
-            ys = torch.multinomial(inside.any(2).any(0).float(), nsub, replacement=True, generator=gen)
-            xs = torch.multinomial(inside.any(1).any(0).float(), nsub, replacement=True, generator=gen)
-            cor_x.append(xb[:, :, ys, :].permute(2, 0, 1, 3))
-            cor_t.append(tuple(t[:, ys, :].permute(1, 0, 2) if t is not None else None for t in tgt))
-            sag_x.append(xb[:, :, :, xs].permute(3, 0, 1, 2))
-            sag_t.append(tuple(t[:, :, xs].permute(2, 0, 1) if t is not None else None for t in tgt))
-            pairs.append((ys, xs, inside))
+        centres = data.centres[rng.choice(len(data.centres), size=opt.blocks + opt.axial_crops, p=data.centre_weights)]
+        draws = [_draw(vol, c, size if i < opt.blocks else (1, *size[1:]), rng, gen, k, opt, cfg.augment)
+                 for i, c in enumerate(centres)]
+        blocks = draws[: opt.blocks]
+        # coronal / sagittal slices of each block: rows / columns that hold image voxels
+        cuts = [(torch.multinomial(d["inside"].any(2).any(0).float(), nsub, replacement=True, generator=gen),
+                 torch.multinomial(d["inside"].any(1).any(0).float(), nsub, replacement=True, generator=gen))
+                for d in blocks]
         net.train()
-        la, fa = net(torch.cat(ax_x), 0)
-        lc = _through(net, torch.cat(cor_x), 1, zs, bz)
-        ls = _through(net, torch.cat(sag_x), 2, zs, bz)
-        cat = lambda ts, i: torch.cat([t[i] for t in ts]) if ts[0][i] is not None else None  # noqa: E731
-        losses = {"axial": _view_loss(la, cat(ax_t, 0), cat(ax_t, 1), cat(ax_t, 2), cfg),
-                  "coronal": _view_loss(lc, cat(cor_t, 0), cat(cor_t, 1), cat(cor_t, 2), cfg),
-                  "sagittal": _view_loss(ls, cat(sag_t, 0), cat(sag_t, 1), cat(sag_t, 2), cfg)}
+        la, fa = net(torch.cat([d["x"].permute(1, 0, 2, 3) for d in draws]), 0)
+        lc = _through(net, torch.cat([d["x"][:, :, ys, :].permute(2, 0, 1, 3) for d, (ys, _) in zip(blocks, cuts)]), 1, zs, bz)
+        ls = _through(net, torch.cat([d["x"][:, :, :, xs].permute(3, 0, 1, 2) for d, (_, xs) in zip(blocks, cuts)]), 2, zs, bz)
+        ax_t = [d["tgt"] for d in draws]
+        cor_t = [tuple(t[:, ys, :].permute(1, 0, 2) if t is not None else None for t in d["tgt"]) for d, (ys, _) in zip(blocks, cuts)]
+        sag_t = [tuple(t[:, :, xs].permute(2, 0, 1) if t is not None else None for t in d["tgt"]) for d, (_, xs) in zip(blocks, cuts)]
+        losses = {"axial": _view_loss(la, *_cat(ax_t), cfg), "coronal": _view_loss(lc, *_cat(cor_t), cfg),
+                  "sagittal": _view_loss(ls, *_cat(sag_t), cfg)}
         pa, pc, ps = torch.softmax(la, 1), torch.softmax(lc, 1), torch.softmax(ls, 1)
         cons = []
-        for b, (ys, xs, inside) in enumerate(pairs):
+        for b, (d, (ys, xs)) in enumerate(zip(blocks, cuts)):
             pab = pa[b * bz:(b + 1) * bz]  # (bz, K, by, bx)
             pcb = pc[b * nsub:(b + 1) * nsub].permute(2, 1, 0, 3)  # -> (bz, K, nsub, bx)
             psb = ps[b * nsub:(b + 1) * nsub].permute(2, 1, 3, 0)  # -> (bz, K, by, nsub)
-            cons.append(_masked_mse(pab[:, :, ys, :], pcb, inside[:, ys, :]))
-            cons.append(_masked_mse(pab[:, :, :, xs], psb, inside[:, :, xs]))
+            cons.append(_masked_mse(pab[:, :, ys, :], pcb, d["inside"][:, ys, :]))
+            cons.append(_masked_mse(pab[:, :, :, xs], psb, d["inside"][:, :, xs]))
         losses["views"] = torch.stack(cons).mean()
-        if frozen_pool:
-            idx = torch.cat(seg_sel)
-            seg_pool, _ = region_pool(fa[idx], torch.cat(ax_r)[idx], k)
-            losses["align"] = align_loss(net.proj(seg_pool), torch.cat(frozen_pool), torch.cat(frozen_valid),
-                                         opt.align, opt.tau)
+        # region alignment on the encoded axial slices of every draw
+        offsets = np.cumsum([0] + [d["x"].shape[1] for d in draws])
+        with_frozen = [(o, d) for o, d in zip(offsets, draws) if "frozen" in d]
+        if with_frozen:
+            idx = torch.cat([d["sel"] + int(o) for o, d in with_frozen])
+            seg_pool, _ = region_pool(fa[idx], torch.cat([d["regions"][d["sel"]] for _, d in with_frozen]), k)
+            losses["align"] = align_loss(net.proj(seg_pool), torch.cat([d["frozen"] for _, d in with_frozen]),
+                                         torch.cat([d["valid"] for _, d in with_frozen]), opt.align, opt.tau)
         else:
             losses["align"] = la.sum() * 0.0
         total = (losses["axial"] + opt.w_through * (losses["coronal"] + losses["sagittal"])
@@ -226,11 +243,16 @@ def run_rada(ctx: MethodContext, options: RadaOptions | None = None) -> MethodOu
         ctx.report(step, last)
     steps = (step + 1) if last else 0
     prob = _predict(net, data.x, dev, zs, opt.infer_views, cfg.sw_roi)
-    info = {"steps": steps, "network": "tri-view unet2d (shared)", "step": "one AdamW step on "
-            f"{opt.blocks} blocks {size} x 3 views", "encoded_slices": len(enc_slices), "encode_seconds": encode_seconds,
-            "z_scale": zs, "options": {kk: v for kk, v in asdict(opt).items() if kk not in ("backend", "cache_dir")},
-            "last_losses": last}
+    info = {"steps": steps, "network": "tri-view unet2d (shared)",
+            "step": f"one AdamW step on {opt.blocks} blocks {size} x 3 views + {opt.axial_crops} axial crops",
+            "encoded_slices": len(enc_slices), "encode_seconds": encode_seconds, "z_scale": zs,
+            "options": {kk: v for kk, v in asdict(opt).items() if kk not in ("backend", "cache_dir")}, "last_losses": last}
     return ctx.outputs(prob, info)
+
+
+def _cat(ts: list[tuple]) -> tuple:
+    """Concatenate per-draw (marks, pseudo, weight) targets; None stays None."""
+    return tuple(torch.cat([t[i] for t in ts]) if ts[0][i] is not None else None for i in range(3))
 
 
 def _through(net: TriViewNet, xv: torch.Tensor, view: int, zs: int, bz: int) -> torch.Tensor:

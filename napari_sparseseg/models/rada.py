@@ -18,7 +18,8 @@ Why these pieces (the paper's Alpha-CLIP dual encoder cannot be had offline, see
 
 from __future__ import annotations
 
-from typing import Sequence
+from contextlib import contextmanager
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -64,13 +65,35 @@ class TriViewNet(torch.nn.Module):
                                         torch.nn.Linear(proj_hidden, proj_dim))
 
     def forward(self, x: torch.Tensor, view: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        f = self.unet(x)
+        if self.training and view != 0:
+            with _running_stats_frozen(self.unet):
+                f = self.unet(x)
+        else:
+            f = self.unet(x)
         f = f * (1.0 + self.view_scale[view]).view(1, -1, 1, 1) + self.view_shift[view].view(1, -1, 1, 1)
         f = self.act(f)
         logits = self.head(f)
         if self.prior:
             logits = logits + torch.log(x[:, 1:].clamp(0.01, 1.0))
         return logits, f
+
+
+@contextmanager
+def _running_stats_frozen(net: torch.nn.Module) -> Iterator[None]:
+    """BatchNorm uses batch statistics but leaves its running statistics alone (momentum 0).
+
+    Why: the running statistics are what inference uses; coronal/sagittal strips (few rows, padded)
+    have other statistics than axial slices, and letting them in made marks-only predictions collapse.
+    """
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, mom in zip(bns, saved):
+            m.momentum = mom
 
 
 class ViewModel(torch.nn.Module):
