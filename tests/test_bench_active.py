@@ -39,3 +39,24 @@ def test_default_strategy_is_the_widget_default() -> None:
     from napari_sparseseg.active import STRATEGIES
 
     assert default_strategy() in STRATEGIES
+
+
+def test_correct_slice_scribbles_the_largest_error_regions_first() -> None:
+    import numpy as np
+
+    from napari_sparseseg.annotations import SparseAnnotation
+    from napari_sparseseg.benchmarking.active_sim import correct_slice
+
+    gt = np.zeros((3, 40, 40), np.int16)
+    gt[1, 2:12, 2:12] = 1      # 100 voxels missed entirely
+    gt[1, 20:26, 20:26] = 1    # 36 voxels missed
+    gt[1, 35:37, 35:37] = 1    # 4 voxels missed: below min_region
+    pred = np.zeros_like(gt)
+    ann = SparseAnnotation(np.zeros_like(gt), 2, (1,))
+    one = correct_slice(pred, gt, 1, ann, seed=0, regions=1)
+    assert one is not None and one.marked[1, 2:12, 2:12].any() and not one.marked[1, 20:26, 20:26].any()
+    three = correct_slice(pred, gt, 1, ann, seed=0, regions=3)
+    assert three.marked[1, 2:12, 2:12].any() and three.marked[1, 20:26, 20:26].any()
+    assert not three.marked[1, 35:37, 35:37].any()  # too small to be worth a scribble
+    assert set(np.unique(three.labels[three.marked])) == {1} and not three.marked[[0, 2]].any()
+    assert correct_slice(gt, gt, 1, ann, seed=0, regions=3) is None  # nothing wrong, nothing drawn

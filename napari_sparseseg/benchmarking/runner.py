@@ -230,7 +230,7 @@ def run_case_job(job: CaseJob, spec: SuiteSpec, root: Path, active: Any = None,
         log(f"active: {job.dataset}/{job.name} from {job.active_setting}, {active.rounds} rounds x {active.strategies}")
         record = simulate_active(case, ann, list(active.strategies), active.rounds, spec.budget,
                                  setting=job.active_setting, log=log, pseudo_cache=cache,
-                                 pseudo_method=spec.shared_pseudo)
+                                 pseudo_method=spec.shared_pseudo, regions=getattr(active, "regions", 1))
     return rows, _jsonable(record) if record is not None else None
 
 

@@ -32,6 +32,7 @@ class ActiveSpec:
     cases: int = 1
     rounds: int = 6
     strategies: list[str] = field(default_factory=lambda: ["entropy", "random", "sequential"])
+    regions: int = 1  # error regions corrected on each suggested slice (1 = one scribble per round)
 
 
 def quick_specs() -> tuple[SuiteSpec, ActiveSpec]:

@@ -52,6 +52,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=None, help="training steps of every trained method")
     p.add_argument("--warm-steps", type=int, default=None, help="training steps per active-learning round")
     p.add_argument("--rounds", type=int, default=None, help="active-learning rounds")
+    p.add_argument("--strategies", nargs="+", default=None,
+                   help="active-learning strategies (default: entropy random sequential)")
+    p.add_argument("--correct-regions", type=int, default=None,
+                   help="active learning: error regions the simulated annotator corrects on each suggested slice "
+                   "(one scribble each, largest first; default 1)")
     p.add_argument("--active-cases", type=int, default=None, help="active-learning cases per data set")
     p.add_argument("--active-datasets", nargs="+", default=None,
                    help="data sets of the active-learning simulation (default: hippocampus from slices-1, "
@@ -138,6 +143,17 @@ def run(args: argparse.Namespace) -> int:
     if args.active_datasets:
         active.starts = {d: s for d, s in {"hippocampus": "slices-1", "acdc": "human-scribbles",
                                            "brain_tumor": "slices-1"}.items() if d in args.active_datasets}
+    if args.strategies:
+        from ..active import STRATEGIES
+
+        bad = [x for x in args.strategies if x not in STRATEGIES]
+        if bad:
+            from ..errors import SparsesegError
+
+            raise SparsesegError(f"unknown strategy {bad}; choose from {', '.join(STRATEGIES)}")
+        active.strategies = list(args.strategies)
+    if args.correct_regions is not None:
+        active.regions = args.correct_regions
     if args.active_cases is not None:
         active.cases = args.active_cases
     if args.no_suite:
