@@ -24,7 +24,11 @@ offline, so here:
   coronal slices (axis 1) and sagittal slices (axis 2; a few of each per block).  Each view is trained
   on the block's targets (the default's losses: marks CE, confidence-weighted pseudo CE + Dice) and the
   coronal/sagittal predictions must agree with the axial ones on the same voxels (MSE of softmax).
-  The slice axis is stretched for the through-plane views by the spacing ratio (at most 4x).
+  The slice axis is stretched for the through-plane views by the spacing ratio (at most 4x).  Extra
+  one-slice axial crops (``axial_crops``) keep the supervised pixels per step near the default's when
+  only 3 slices are labelled (a block of 8 slices then holds 1-2 labelled ones).  BatchNorm running
+  statistics come from the axial view only (the strips' statistics differ; letting them in broke
+  marks-only predictions).  Frozen features exist for axial slices only (the encoder saw 2D images).
 * Inference: the axial view (``infer_views="axial"``) or the mean of the three views (``"tri"``).
 
 One step = one AdamW step of the shared net on ``blocks`` blocks, all three views (see ``info``).
