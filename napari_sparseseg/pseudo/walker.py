@@ -63,6 +63,13 @@ def walker_probabilities(
             spacing=spacing,
         )
     prob = np.clip(prob, 0.0, 1.0)
+    # the solver's tolerance can leave a voxel with every channel <= 0 (seen along the last column of
+    # brain MRI slices); an all-zero prior lets the network paint anything there, so such voxels take
+    # the probabilities of the nearest voxel that has some
+    empty = prob.sum(0) < 1e-3
+    if empty.any() and not empty.all():
+        idx = ndi.distance_transform_edt(empty, return_distances=False, return_indices=True)
+        prob = prob[(slice(None), *idx)]
     prob /= np.maximum(prob.sum(0, keepdims=True), 1e-6)
     # prob[k] belongs to the k-th *present* seed value (sorted), not to value k + 1
     for k, v in enumerate(present):
@@ -77,11 +84,11 @@ def _walker3d(image: np.ndarray, seeds: np.ndarray, n_channels: int, beta: float
     if f > 1.0:
         small_shape = (image.shape[0],) + tuple(max(2, int(round(s / f))) for s in image.shape[1:])
         zoom = [a / b for a, b in zip(small_shape, image.shape)]
-        img_s = ndi.zoom(image, zoom, order=1)
+        img_s = ndi.zoom(image, zoom, order=1, mode="nearest")
         # nearest-neighbour downsampling would drop thin scribbles: max-pool each seed value instead
         seeds_s = np.zeros(img_s.shape, dtype=np.int32)
         for v in [int(u) for u in np.unique(seeds) if u > 0]:
-            m = ndi.zoom((seeds == v).astype(np.float32), zoom, order=1) > 0.25
+            m = ndi.zoom((seeds == v).astype(np.float32), zoom, order=1, mode="nearest") > 0.25
             seeds_s[m & (seeds_s == 0)] = v
         sp = (spacing[0], spacing[1] * f, spacing[2] * f)
     else:
@@ -89,7 +96,9 @@ def _walker3d(image: np.ndarray, seeds: np.ndarray, n_channels: int, beta: float
     probs = walker_probabilities(img_s, seeds_s, n_channels, beta=beta, spacing=sp)
     if f > 1.0:
         zoom_back = [a / b for a, b in zip(image.shape, img_s.shape)]
-        probs = np.stack([ndi.zoom(p, zoom_back, order=1) for p in probs])
+        # mode="nearest": with the default cval 0, rounding puts the last column just outside the
+        # grid on every other row, and those voxels came back with all-zero probabilities
+        probs = np.stack([ndi.zoom(p, zoom_back, order=1, mode="nearest") for p in probs])
         probs = probs[:, : image.shape[0], : image.shape[1], : image.shape[2]]
         probs = np.clip(probs, 0, 1)
         probs /= np.maximum(probs.sum(0, keepdims=True), 1e-6)
