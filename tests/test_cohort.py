@@ -65,6 +65,10 @@ def test_pretrain_cli_then_segment_init(cohort: dict, capsys: pytest.CaptureFixt
     rc = main(["segment", str(root / "imagesTr" / f"{held_out}.nii.gz"), "--annotations", str(tmp / "ann" / f"{held_out}.nii.gz"),
                "--pseudo-method", "random-walker", "--init", str(model), "--max-steps", "3", "-o", str(out), "--quiet"])
     assert rc == 0 and out.exists()
+    out0 = tmp / "pred0.nii.gz"  # --budget-seconds 0: the cohort model's prediction, no per-volume training
+    rc = main(["segment", str(root / "imagesTr" / f"{held_out}.nii.gz"), "--annotations", str(tmp / "ann" / f"{held_out}.nii.gz"),
+               "--pseudo-method", "random-walker", "--init", str(model), "--budget-seconds", "0", "-o", str(out0), "--quiet"])
+    assert rc == 0 and out0.exists()
     # an image-only model does not fit segment's pseudo-label input: a clear error, nothing written
     img_only = tmp / "img_only.safetensors"
     assert main(["pretrain", *imgs, "--labels", str(root / "labelsTr"), "-o", str(img_only), "--steps", "2",

@@ -26,7 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--background-label", type=int, default=None,
                    help="value of background marks (default: from the annotation's sidecar; ACDC scribbles: 4)")
     p.add_argument("-o", "--output", required=True, type=Path, help="label map to write (.nii.gz or .zarr)")
-    p.add_argument("--budget-seconds", type=float, default=60.0, help="training time (default 60)")
+    p.add_argument("--budget-seconds", type=float, default=60.0,
+                   help="training time (default 60); 0 = only predict, e.g. with a cohort model from `sparseseg "
+                   "pretrain` (measured best on ACDC: bench/cohort_results.md)")
     p.add_argument("--init", type=Path, default=None, help="start from this checkpoint (.safetensors)")
     p.add_argument("--save-model", type=Path, default=None, help="write the trained model here (.safetensors)")
     p.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, cuda:1, mps")
@@ -108,7 +110,10 @@ def run(args: argparse.Namespace) -> int:
     if args.method != "default":
         return _run_method(args, image, ann, pseudo, cfg, t0)
     trainer = Trainer(image, ann, cfg, pseudo=pseudo, init=init)
-    _say(args, f"training {trainer.spec.name} on {trainer.device} for {args.budget_seconds:.0f} s")
+    if args.budget_seconds <= 0 or args.max_steps == 0:
+        _say(args, f"no training: prediction of {'the loaded model' if init else 'the untrained network (= pseudo-labels)'}")
+    else:
+        _say(args, f"training {trainer.spec.name} on {trainer.device} for {args.budget_seconds:.0f} s")
     final = None
     bar = None
     if not args.quiet:
@@ -120,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
         for ev in trainer.run():
             if bar is not None and ev.kind in ("step", "done"):
                 bar.n = min(round(ev.elapsed), bar.total)
-                bar.set_postfix_str(f"step {ev.step} loss {ev.losses.get('total', float('nan')):.3f}", refresh=True)
+                if ev.losses:
+                    bar.set_postfix_str(f"step {ev.step} loss {ev.losses['total']:.3f}", refresh=True)
             if ev.kind == "done":
                 final = ev
     finally:
