@@ -83,6 +83,7 @@ def main() -> None:
     ap.add_argument("--method", default="auto", help="method for ACDC and brain tumour")
     ap.add_argument("--out", type=Path, default=HERE / "cli_all_cases")
     ap.add_argument("--command", choices=("pseudo", "segment"), default="pseudo")
+    ap.add_argument("--datasets", nargs="+", default=["acdc", "brain_tumor", "hippocampus"], help="in this order")
     ap.add_argument("--budget", type=float, default=30.0, help="segment: --budget-seconds for ACDC and brain tumour")
     ap.add_argument("--hippocampus-budget", type=float, default=5.0, help="segment: --budget-seconds for hippocampus")
     ap.add_argument("--from-log", type=Path, default=None,
@@ -95,7 +96,7 @@ def main() -> None:
         rows = [json.loads(line) for line in args.from_log.read_text().splitlines() if line.startswith("{")]
     else:
         with tempfile.TemporaryDirectory() as td:
-            for dataset in ("acdc", "brain_tumor", "hippocampus"):
+            for dataset in args.datasets:
                 method = args.hippocampus_method if dataset == "hippocampus" else args.method
                 for img in sorted((DATA / dataset / "imagesTr").glob("*.nii.gz")):
                     b = args.hippocampus_budget if dataset == "hippocampus" else args.budget
