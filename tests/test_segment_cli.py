@@ -72,3 +72,17 @@ def test_segment_method_switch(hippo: dict[str, Path], capsys: pytest.CaptureFix
     bad = hippo["tmp"] / "m_bad.nii.gz"
     rc = main(["segment", str(hippo["image"]), "--annotations", str(hippo["ann"]), "-o", str(bad), "--method", "nope"])
     assert rc == 2 and "unknown method 'nope'" in capsys.readouterr().err and not bad.exists()
+
+
+@pytest.mark.parametrize("method", ["sa-net", "clg-vq", "rada", "dk-uxnet"])
+def test_segment_runs_each_seed_paper_method(hippo: dict[str, Path], method: str) -> None:
+    """Issue 6: every seed-paper method runs from the CLI and writes a label map on the image grid."""
+    from napari_sparseseg.io import read_labels, read_volume
+
+    out, unc = hippo["tmp"] / f"m_{method}.nii.gz", hippo["tmp"] / f"u_{method}.nii.gz"
+    rc = main(["segment", str(hippo["image"]), "--annotations", str(hippo["ann"]), "-o", str(out), "--method", method,
+               "--max-steps", "2", "--pseudo-method", "random-walker", "--uncertainty", str(unc), "--quiet"])
+    assert rc == 0
+    vol = read_volume(hippo["image"])
+    pred = np.asarray(read_labels(out, like=vol).array)
+    assert pred.shape == vol.shape and set(np.unique(pred)) <= {0, 1, 2} and (pred > 0).any()
