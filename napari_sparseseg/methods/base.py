@@ -82,23 +82,12 @@ class MethodContext:
         pseudo targets, weights, crop centres).  Built once; crop with
         :func:`napari_sparseseg.training.data.crop_batch`."""
         if self._prepared is None:
-            from ..training.data import (TrainingData, mark_targets, normalise_intensity, pseudo_prior,
-                                         pseudo_targets, sampling_centres)
+            from ..training.data import build_training_data, normalise_intensity
 
             norm, _ = normalise_intensity(self.image.array)
-            chans = [norm[None]]
-            if self.config.pseudo_input and self.pseudo is not None:
-                chans.append(pseudo_prior(self.pseudo, self.classes, self.image.shape))
-            x = torch.from_numpy(np.concatenate(chans, axis=0).astype(np.float32))
-            marks = mark_targets(self.annotation)
-            if self.pseudo is not None:
-                pt, pw = pseudo_targets(self.pseudo, self.annotation, self.config.threshold)
-                p_t, p_w = torch.from_numpy(pt), torch.from_numpy(pw)
-            else:
-                pt, p_t, p_w = None, None, None
-            centres, cw = sampling_centres(marks, pt, self.rng())
-            self._prepared = TrainingData(x=x, marks=torch.from_numpy(marks), pseudo=p_t, weight=p_w,
-                                          centres=centres, centre_weights=cw)
+            use_prior = bool(self.config.pseudo_input and self.pseudo is not None)
+            self._prepared = build_training_data(norm, self.annotation, self.pseudo, use_prior,
+                                                 self.config.threshold, self.rng())
         return self._prepared
 
     def steps(self) -> Iterator[int]:

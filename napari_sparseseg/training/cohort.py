@@ -23,7 +23,7 @@ from ..annotations.sparse import SparseAnnotation
 from ..errors import AnnotationError
 from ..io.volume import Volume
 from .config import TrainConfig
-from .data import TrainingData, mark_targets, normalise_intensity, pseudo_prior, pseudo_targets, sampling_centres
+from .data import TrainingData, build_training_data, normalise_intensity
 from .trainer import Trainer
 
 
@@ -44,20 +44,13 @@ def dense_item(image: Volume, dense: np.ndarray, background_label: int, classes:
     return CohortItem(image, ann, pseudo)
 
 
-def _item_data(item: CohortItem, classes: tuple[int, ...], use_prior: bool, threshold: float,
-               rng: np.random.Generator) -> TrainingData:
+def _item_data(item: CohortItem, use_prior: bool, threshold: float, rng: np.random.Generator) -> TrainingData:
     """The Trainer's tensors for one cohort volume (each volume normalised on its own)."""
+    if use_prior and item.pseudo is None:
+        raise AnnotationError(f"{item.image.name or 'a cohort volume'} has no pseudo-labels; give every volume "
+                              "pseudo-labels or none")
     norm, _ = normalise_intensity(item.image.array)
-    chans = [norm[None]]
-    if use_prior:
-        if item.pseudo is None:
-            raise AnnotationError(f"{item.image.name or 'a cohort volume'} has no pseudo-labels; give every volume "
-                                  "pseudo-labels or none")
-        chans.append(pseudo_prior(item.pseudo, classes, item.image.shape))
-    x = torch.from_numpy(np.concatenate(chans, axis=0).astype(np.float32))
-    marks = mark_targets(item.annotation)
-    centres, cw = sampling_centres(marks, None, rng)
-    return TrainingData(x=x, marks=torch.from_numpy(marks), pseudo=None, weight=None, centres=centres, centre_weights=cw)
+    return build_training_data(norm, item.annotation, item.pseudo, use_prior, threshold, rng, pseudo_targets_too=False)
 
 
 def pretrain_cohort(items: Sequence[CohortItem], config: TrainConfig, steps: int,
@@ -82,7 +75,7 @@ def pretrain_cohort(items: Sequence[CohortItem], config: TrainConfig, steps: int
     first = items[0]
     trainer = Trainer(first.image, first.annotation, config, pseudo=first.pseudo)
     rng = np.random.default_rng(config.seed)
-    datas = [_item_data(it, classes, trainer.use_prior, config.threshold, rng) for it in items]
+    datas = [_item_data(it, trainer.use_prior, config.threshold, rng) for it in items]
     if config.threads:
         torch.set_num_threads(int(config.threads))
     order = rng.permutation(len(datas))

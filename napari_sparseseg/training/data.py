@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..annotations.sparse import IGNORE_INDEX, SparseAnnotation
+from ..errors import AnnotationError
 
 PERCENTILES = (0.5, 99.5)
 
@@ -134,6 +135,29 @@ def sampling_centres(marks: np.ndarray, pseudo: np.ndarray | None, rng: np.rando
     p = np.concatenate(pts)
     w = np.concatenate(wts)
     return p, w / w.sum()
+
+
+def build_training_data(norm_image: np.ndarray, ann: SparseAnnotation, pseudo: Any | None, use_prior: bool,
+                        threshold: float, rng: np.random.Generator, pseudo_targets_too: bool = True) -> TrainingData:
+    """The tensors every trainer samples from (the Trainer, the seed-paper methods, cohort pretraining).
+
+    ``norm_image`` is the normalised image; with ``use_prior`` the pseudo-label probabilities become
+    extra input channels.  ``pseudo_targets_too=False`` keeps pseudo-labels as input only (cohort
+    pretraining, where the annotation is dense and is the only target).
+    """
+    chans = [norm_image[None]]
+    if use_prior:
+        if pseudo is None:
+            raise AnnotationError("this model takes pseudo-labels as input; pass pseudo-labels too")
+        chans.append(pseudo_prior(pseudo, ann.classes, norm_image.shape))
+    x = torch.from_numpy(np.concatenate(chans, axis=0).astype(np.float32))
+    marks = mark_targets(ann)
+    pt = p_t = p_w = None
+    if pseudo is not None and pseudo_targets_too:
+        pt, pw = pseudo_targets(pseudo, ann, threshold)
+        p_t, p_w = torch.from_numpy(pt), torch.from_numpy(pw)
+    centres, cw = sampling_centres(marks, pt, rng)
+    return TrainingData(x=x, marks=torch.from_numpy(marks), pseudo=p_t, weight=p_w, centres=centres, centre_weights=cw)
 
 
 def crop_batch(data: TrainingData, patch: Sequence[int], batch: int, dims: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:

@@ -24,16 +24,7 @@ from ..models.networks import NetworkSpec, build_network, choose_network, defaul
 from . import augment as aug
 from .checkpoint import check_compatible, load_checkpoint, save_checkpoint
 from .config import TrainConfig, TrainEvent
-from .data import (
-    TrainingData,
-    channel_to_class,
-    crop_batch,
-    mark_targets,
-    normalise_intensity,
-    pseudo_prior,
-    pseudo_targets,
-    sampling_centres,
-)
+from .data import TrainingData, build_training_data, channel_to_class, crop_batch, normalise_intensity
 from .inference import predict_probabilities, probabilities_to_outputs
 from .losses import consistency, partial_ce, soft_dice, weighted_ce
 
@@ -125,21 +116,7 @@ class Trainer:
         return 8 if self.spec.dims == 2 else 4
 
     def _build_data(self, ann: SparseAnnotation, pseudo: Any | None) -> TrainingData:
-        shape = self.image.shape
-        chans = [self._norm_image[None]]
-        if self.use_prior:
-            if pseudo is None:
-                raise AnnotationError("this model takes pseudo-labels as input; pass pseudo-labels too")
-            chans.append(pseudo_prior(pseudo, self.classes, shape))
-        x = torch.from_numpy(np.concatenate(chans, axis=0).astype(np.float32))
-        marks = mark_targets(ann)
-        if pseudo is not None:
-            pt, pw = pseudo_targets(pseudo, ann, self.config.threshold)
-            p_t, p_w = torch.from_numpy(pt), torch.from_numpy(pw)
-        else:
-            pt, p_t, p_w = None, None, None
-        centres, cw = sampling_centres(marks, pt, self._rng)
-        return TrainingData(x=x, marks=torch.from_numpy(marks), pseudo=p_t, weight=p_w, centres=centres, centre_weights=cw)
+        return build_training_data(self._norm_image, ann, pseudo, self.use_prior, self.config.threshold, self._rng)
 
     # --------------------------------------------------------------- controls
     def pause(self) -> None:
