@@ -110,11 +110,9 @@ class MethodContext:
 
     def lr_at(self, step: int) -> float:
         """The default's cosine from ``lr`` to ``lr / 10``, over ``max_steps`` (or 200 if unset)."""
-        import math
+        from ..training.config import cosine_lr
 
-        total = self.config.max_steps or 200
-        frac = min(step / max(total, 1), 1.0)
-        return self.config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+        return cosine_lr(self.config.lr, step / max(self.config.max_steps or 200, 1))
 
     def outputs(self, prob: torch.Tensor, info: dict[str, Any] | None = None) -> MethodOutput:
         """Softmax ``(K, Z, Y, X)`` over network channels -> label map (class ids) + uncertainty."""

@@ -127,10 +127,7 @@ class ClgVqTrainer:
         if p is None or w is None:  # marks only: the memory may still add targets
             p, w = torch.full_like(m, IGNORE_INDEX), torch.zeros(m.shape, dtype=torch.float32)
         if cfg.augment:
-            flips = aug.random_flips(2, x.shape[0], self.gen)
-            x, m = aug.apply_flips(x, flips, 2), aug.apply_flips(m, flips, 1)
-            p, w = aug.apply_flips(p, flips, 1), aug.apply_flips(w, flips, 1)
-            x, (m, p, w) = aug.rotate2d(x, [m, p, w], self.gen)
+            x, m, p, w = aug.geometric(x, m, p, w, 2, self.gen)
         valid = x[:, -1] > 0.5
         x = x[:, :-1]
         clean = x[:, :1].clone()

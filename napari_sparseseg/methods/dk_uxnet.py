@@ -96,15 +96,6 @@ def _mutual(logits: torch.Tensor, other_prob: torch.Tensor, threshold: float) ->
     return weighted_ce(logits, lab, (conf >= threshold).to(logits.dtype))
 
 
-def _augment(x, m, p, w, gen: torch.Generator):
-    flips = aug.random_flips(2, x.shape[0], gen)
-    x, m = aug.apply_flips(x, flips, 2), aug.apply_flips(m, flips, 1)
-    if p is not None and w is not None:
-        p, w = aug.apply_flips(p, flips, 1), aug.apply_flips(w, flips, 1)
-    x, (m, p, w) = aug.rotate2d(x, [m, p, w], gen)
-    return x, m, p, w
-
-
 def train_pair(ctx: MethodContext, opts: DKUXNetOptions) -> tuple[torch.nn.Module, KMaXUNet2d, dict[str, Any]]:
     """Train networks A (default U-Net) and B (kMaX U-Net) together; returns both and a summary."""
     cfg = ctx.config
@@ -130,7 +121,7 @@ def train_pair(ctx: MethodContext, opts: DKUXNetOptions) -> tuple[torch.nn.Modul
     for step in ctx.steps():
         x, m, p, w = crop_batch(data, patch, batch, 2, rng)
         if cfg.augment:
-            x, m, p, w = _augment(x, m, p, w, gen)
+            x, m, p, w = aug.geometric(x, m, p, w, 2, gen)
             xa, xb = aug.intensity(x, gen), aug.intensity(x, gen)
         else:
             xa = xb = x

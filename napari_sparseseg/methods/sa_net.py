@@ -139,10 +139,7 @@ def train_sa_net(ctx: MethodContext, opts: SANetOptions | None = None) -> SANetM
     for step in ctx.steps():
         x, m, p, w = crop_batch(cropped, geo.patch, geo.batch, 3, rng)
         if cfg.augment:
-            flips = aug.random_flips(3, x.shape[0], gen)
-            x, m = aug.apply_flips(x, flips, 2), aug.apply_flips(m, flips, 1)
-            if p is not None and w is not None:
-                p, w = aug.apply_flips(p, flips, 1), aug.apply_flips(w, flips, 1)
+            x, m, p, w = aug.geometric(x, m, p, w, 3, gen)
             x = aug.intensity(x, gen)
         valid = (x[:, -1] > 0.5).to(device)
         x, m = x[:, :-1].to(device), m.to(device)

@@ -66,3 +66,16 @@ def rotate2d(x: torch.Tensor, targets: list[torch.Tensor | None], gen: torch.Gen
         r = F.grid_sample(src, grid, mode="nearest", padding_mode="zeros", align_corners=False)[:, 0]
         out.append((r.round().long() - 1).clamp_min(IGNORE_INDEX) if is_int else r)
     return xr, out
+
+
+def geometric(x: torch.Tensor, m: torch.Tensor, p: torch.Tensor | None, w: torch.Tensor | None, dims: int,
+              gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """The trainers' geometric augmentation of a crop batch: random flips of image, marks and (if
+    given) pseudo targets + weights, then, for 2D batches, a small in-plane rotation of all of them."""
+    flips = random_flips(dims, x.shape[0], gen)
+    x, m = apply_flips(x, flips, 2), apply_flips(m, flips, 1)
+    if p is not None and w is not None:
+        p, w = apply_flips(p, flips, 1), apply_flips(w, flips, 1)
+    if dims == 2:
+        x, (m, p, w) = rotate2d(x, [m, p, w], gen)
+    return x, m, p, w

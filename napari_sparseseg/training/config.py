@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+
+
+def cosine_lr(lr: float, frac: float, scale: float = 1.0) -> float:
+    """The engine's schedule: cosine from ``lr * scale`` down to a tenth of it as ``frac`` goes 0 -> 1."""
+    frac = min(max(frac, 0.0), 1.0)
+    return scale * lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
 @dataclass

@@ -8,7 +8,6 @@ takes well under a second, so cancel is honoured within one second.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ from ..io.volume import Volume
 from ..models.networks import NetworkSpec, build_network, choose_network, default_spec
 from . import augment as aug
 from .checkpoint import check_compatible, load_checkpoint, save_checkpoint
-from .config import TrainConfig, TrainEvent
+from .config import TrainConfig, TrainEvent, cosine_lr
 from .data import TrainingData, build_training_data, channel_to_class, crop_batch, normalise_intensity
 from .inference import predict_probabilities, probabilities_to_outputs
 from .losses import consistency, partial_ce, soft_dice, weighted_ce
@@ -154,8 +153,7 @@ class Trainer:
     # ------------------------------------------------------------------ steps
     def _lr_at(self, frac: float, scale: float = 1.0) -> float:
         """Cosine from ``lr * scale`` down to a tenth of it over the (time) budget."""
-        frac = min(max(frac, 0.0), 1.0)
-        return scale * self.config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+        return cosine_lr(self.config.lr, frac, scale)
 
     def train_step(self, lr: float) -> dict[str, float]:
         """One optimisation step on a batch of crops; returns the loss terms."""
@@ -165,12 +163,7 @@ class Trainer:
             data = self._data
             x, m, p, w = crop_batch(data, self.patch, self.batch, dims, self._rng)
             if cfg.augment:
-                flips = aug.random_flips(dims, x.shape[0], self._gen)
-                x, m = aug.apply_flips(x, flips, 2), aug.apply_flips(m, flips, 1)
-                if p is not None and w is not None:
-                    p, w = aug.apply_flips(p, flips, 1), aug.apply_flips(w, flips, 1)
-                if dims == 2:
-                    x, (m, p, w) = aug.rotate2d(x, [m, p, w], self._gen)
+                x, m, p, w = aug.geometric(x, m, p, w, dims, self._gen)
             xa = aug.intensity(x, self._gen) if cfg.augment else x
             use_cons = cfg.w_consistency > 0
             if use_cons:
