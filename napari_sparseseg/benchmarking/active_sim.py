@@ -21,6 +21,7 @@ import numpy as np
 from ..active import STRATEGIES, ReviewContext, get_strategy, next_slice
 from ..annotations import SparseAnnotation, combine, simulate_correction
 from ..evaluate import dice_per_class
+from ..pseudo.refine import refine_around_marks
 from .cases import Case
 from .methods import SHARED_PSEUDO, Budget, run_to_end, train_config
 from .pseudo_cache import PseudoCache
@@ -100,15 +101,18 @@ def run_strategy(
     *,
     log: Callable[[str], None] | None = None,
     regions: int = 1,
+    refine: bool = True,
 ) -> dict[str, Any]:
     """``rounds`` correction rounds with one strategy; returns the Dice curve and what happened.
-    ``regions``: error regions the annotator corrects on each suggested slice (:func:`correct_slice`)."""
+    ``regions``: error regions the annotator corrects on each suggested slice (:func:`correct_slice`).
+    ``refine``: re-solve the pseudo-labels around each correction (:func:`refine_around_marks`, what
+    the product does) instead of mixing in only the scribbled voxels."""
     from ..training import Trainer
 
     classes = tuple(ann0.classes)
     strat = get_strategy(strategy, seed=budget.seed) if strategy == "random" else get_strategy(strategy)
     trainer = Trainer(case.image, ann0, train_config(budget, max_steps=budget.warm_steps), pseudo=pseudo, init=init)
-    ann = ann0
+    ann, cur = ann0, pseudo
     pred, unc = np.asarray(first_event.prediction), first_event.uncertainty
     dice = [_mean_dice(pred, case.gt, classes)]
     marked = [ann.marked_fraction()]
@@ -131,8 +135,10 @@ def run_strategy(
             if corr is not None:
                 new = combine(ann, corr)
                 n_new = int(new.marked.sum() - ann.marked.sum())
+                cur = (refine_around_marks(case.image.array, cur, ann, new, spacing=case.image.spacing)
+                       if refine else cur.with_marks(new))
                 ann = new
-                trainer.update_annotation(ann, pseudo.with_marks(ann))
+                trainer.update_annotation(ann, cur)
         corrected.append(n_new)
         ev = run_to_end(trainer)  # warm start: continues from the current weights
         pred, unc = np.asarray(ev.prediction), ev.uncertainty
@@ -164,16 +170,17 @@ def simulate_active(
     pseudo_cache: PseudoCache | None = None,
     pseudo_method: str = SHARED_PSEUDO,
     regions: int = 1,
+    refine: bool = True,
 ) -> dict[str, Any]:
     """Every strategy on one case from the same start; one JSON-able record."""
     t0 = time.perf_counter()
     init, pseudo, ev = initial_model(case, ann0, budget, setting, pseudo_cache, pseudo_method)
     t_init = time.perf_counter() - t0
-    curves = {s: run_strategy(case, ann0, s, rounds, budget, init, pseudo, ev, log=log, regions=regions)
+    curves = {s: run_strategy(case, ann0, s, rounds, budget, init, pseudo, ev, log=log, regions=regions, refine=refine)
               for s in strategies}
     return {"dataset": case.dataset, "case": case.name, "setting": setting, "rounds": rounds,
             "budget": {"steps": budget.steps, "warm_steps": budget.warm_steps, "seed": budget.seed},
-            "regions_per_round": regions,
+            "regions_per_round": regions, "refine_pseudo": refine,
             "initial_seconds": t_init, "pseudo_method": pseudo_method, "strategies": curves, "default_strategy": default_strategy()}
 
 
