@@ -285,5 +285,5 @@ class SessionPanel(QGroupBox):
         except SparsesegError:
             return
         tp = self.host.training
-        pseudo = tp.pseudo.with_marks(ann) if tp.pseudo is not None else None
+        pseudo = tp.refine_pseudo(ann)  # saved pseudo-labels carry no probabilities: this mixes the marks in
         tp.runner.trainer = Trainer(self.host.image_volume(), ann, tp._config(), pseudo=pseudo, init=str(s.checkpoint))
