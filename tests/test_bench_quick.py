@@ -174,3 +174,18 @@ def test_bench_quick_cli(tmp_path: Path) -> None:
     assert rows and all(r["error"] is None for r in rows)
     assert {r["dataset"] for r in rows} == {"hippocampus", "acdc"}
     assert (tmp_path / "RESULTS.md").exists() and (tmp_path / "dice_vs_rounds.png").exists()
+
+
+def test_split_settings_plans_one_job_per_case_and_setting(shared_data: Path) -> None:
+    from napari_sparseseg.benchmarking.runner import plan_jobs
+
+    suite = SuiteSpec(settings={"hippocampus": ["slices-1", "slices-3"]}, methods=["random-walker", "supervised"],
+                      cases={"hippocampus": ["hippocampus_001"]}, budget=Budget(steps=1))
+    per_case, n = plan_jobs(suite, shared_data, set(), [("hippocampus", "hippocampus_003", "slices-1")])
+    assert n == 3 and [len(j.items) for j in per_case] == [3, 0]  # 2 settings + the dense upper bound
+    suite.split_settings = True
+    split, n2 = plan_jobs(suite, shared_data, set(), [("hippocampus", "hippocampus_001", "slices-1")])
+    assert n2 == n
+    assert split[0].active_setting == "slices-1" and not split[0].items  # the long active job goes first
+    assert sorted(s for j in split[1:] for s, _ in j.items) == ["dense", "slices-1", "slices-3"]
+    assert all(len(j.items) == 1 for j in split[1:])

@@ -58,13 +58,28 @@ def test_a_correction_never_erases_a_class_it_does_not_contradict() -> None:
     it within the radius, lost its seeds and vanished from five slices."""
     image, gt = _scene()
     wrong = gt.copy()
-    wrong[4][(gt[4] == 0) & (np.arange(64)[None, :] < 8)] = 1  # a false class-1 blob at the left edge
+    wrong[4][(gt[4] == 0) & (np.arange(64)[None, :] < 8)] = 1  # a false class-1 strip at the left edge
     marks = np.zeros_like(gt)
     marks[4, 24, 2:5] = BG  # "this is background"
     out = refine_around_marks(image, _pseudo(wrong), _ann(np.zeros_like(gt)), _ann(marks), radius=40)
     assert np.array_equal(out.labels == 2, gt == 2)  # class 2 lies within the radius and is untouched
-    assert (out.labels[4][:, :8] == 1).mean() < 0.2  # most of the false blob went back to background
+    assert (out.labels[4, 21:28, :7] == 0).all()  # the strip went back to background around the scribble
     assert (out.labels[4][gt[4] == 1] == 1).all()  # the true class-1 disc stayed
+
+
+def test_saying_not_here_keeps_the_rest_of_a_small_structure() -> None:
+    """A "not class 1" scribble on the rim of a class-1 disc that lies wholly within ``radius``: the
+    disc must survive (its voxels beyond ``fg_radius`` stay seeds), only the rim near the mark goes."""
+    image, gt = _scene()
+    wrong = gt.copy()
+    rim = (gt == 0) & (np.abs(np.arange(64)[None, None, :] - 18) <= 11) & (np.abs(np.arange(48)[None, :, None] - 24) <= 2)
+    wrong[rim] = 1  # the pseudo-labels bled class 1 sideways out of the disc
+    marks = np.zeros_like(gt)
+    marks[4, 24, 7:9] = BG  # "not class 1" at the left end of the bleed
+    out = refine_around_marks(image, _pseudo(wrong), _ann(np.zeros_like(gt)), _ann(marks), radius=30)
+    for z in range(2, 7):
+        assert (out.labels[z][gt[z] == 1] == 1).mean() > 0.95, z  # the disc is still there on every slice
+    assert out.labels[4, 24, 7] == 0 and out.labels[4, 24, 9] == 0
 
 
 def test_marks_that_agree_with_the_pseudo_labels_change_nothing() -> None:

@@ -54,6 +54,9 @@ class SuiteSpec:
     shared_pseudo: str = SHARED_PSEUDO
     #: per data set, methods not run there (e.g. the quick preset runs SAM on its ACDC volume only)
     skip_methods: dict[str, list[str]] = field(default_factory=dict)
+    #: one job per (case, setting) instead of per case: more, shorter jobs for many parallel workers
+    #: (a case's SAM image embeddings are then computed once per setting instead of once per case)
+    split_settings: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -167,24 +170,31 @@ def plan_jobs(spec: SuiteSpec, root: Path, done: set, active_cases: list[tuple[s
         get_method(m)
     sparse = [m for m in spec.methods if get_method(m).uses_marks]
     dense = [m for m in spec.methods if not get_method(m).uses_marks]
-    jobs: dict[tuple[str, str], CaseJob] = {}
+    jobs: dict[tuple[str, str, str], CaseJob] = {}
     n_total = 0
+    split = spec.split_settings
     for dataset, name, setting in iter_jobs(spec, root) if spec.methods else []:
         skip = set(spec.skip_methods.get(dataset, ()))
-        job = jobs.setdefault((dataset, name), CaseJob(dataset, name))
+        job = jobs.setdefault((dataset, name, setting if split else ""), CaseJob(dataset, name))
         job.items.append((setting, [m for m in sparse if m not in skip]))
-    for job in jobs.values():
-        skip = set(spec.skip_methods.get(job.dataset, ()))
+    for (dataset, name, _) in list(jobs):
+        skip = set(spec.skip_methods.get(dataset, ()))
         if [m for m in dense if m not in skip]:  # methods that ignore the marks run once per case ("dense")
-            job.items.append(("dense", [m for m in dense if m not in skip]))
+            job = jobs.setdefault((dataset, name, "dense" if split else ""), CaseJob(dataset, name))
+            if not any(s == "dense" for s, _ in job.items):
+                job.items.append(("dense", [m for m in dense if m not in skip]))
+    for job in jobs.values():
         n_total += sum(len(ms) for _, ms in job.items)
         job.items = [(s, [m for m in ms if (job.dataset, job.name, s, m, spec.seed) not in done])
                      for s, ms in job.items]
         job.items = [(s, ms) for s, ms in job.items if ms]
         job.n_rows = sum(len(ms) for _, ms in job.items)
     for dataset, name, setting in active_cases:
-        jobs.setdefault((dataset, name), CaseJob(dataset, name)).active_setting = setting
-    return interleave([j for j in jobs.values() if j.items or j.active_setting]), n_total
+        jobs.setdefault((dataset, name, "active" if split else ""), CaseJob(dataset, name)).active_setting = setting
+    todo = [j for j in jobs.values() if j.items or j.active_setting]
+    if split:  # active-learning jobs are the longest (rounds run one after another): start them first
+        return interleave([j for j in todo if not j.items]) + interleave([j for j in todo if j.items]), n_total
+    return interleave(todo), n_total
 
 
 def interleave(jobs: list[CaseJob]) -> list[CaseJob]:
@@ -230,7 +240,8 @@ def run_case_job(job: CaseJob, spec: SuiteSpec, root: Path, active: Any = None,
         log(f"active: {job.dataset}/{job.name} from {job.active_setting}, {active.rounds} rounds x {active.strategies}")
         record = simulate_active(case, ann, list(active.strategies), active.rounds, spec.budget,
                                  setting=job.active_setting, log=log, pseudo_cache=cache,
-                                 pseudo_method=spec.shared_pseudo, regions=getattr(active, "regions", 1))
+                                 pseudo_method=spec.shared_pseudo, regions=getattr(active, "regions", 1),
+                                 refine=getattr(active, "refine", True))
     return rows, _jsonable(record) if record is not None else None
 
 

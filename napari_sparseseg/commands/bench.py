@@ -57,6 +57,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--correct-regions", type=int, default=None,
                    help="active learning: error regions the simulated annotator corrects on each suggested slice "
                    "(one scribble each, largest first; default 1)")
+    p.add_argument("--no-refine", action="store_true",
+                   help="active learning: mix a correction into the pseudo-labels voxel by voxel only, instead of "
+                   "re-solving the pseudo-labels around it (the product's behaviour; this flag is the ablation)")
     p.add_argument("--active-cases", type=int, default=None, help="active-learning cases per data set")
     p.add_argument("--active-datasets", nargs="+", default=None,
                    help="data sets of the active-learning simulation (default: hippocampus from slices-1, "
@@ -96,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     root = find_data_root(args.data)
     preset = "quick" if args.quick else (args.preset or "full")
-    suite, active = (full_specs(args.cases) if preset == "full" else
+    suite, active = (full_specs(args.cases, root) if preset == "full" else
                      ablation_specs(root) if preset == "ablation" else PRESETS[preset]())
     if args.datasets:
         unknown = [d for d in args.datasets if d not in DATASETS]
@@ -154,6 +157,8 @@ def run(args: argparse.Namespace) -> int:
         active.strategies = list(args.strategies)
     if args.correct_regions is not None:
         active.regions = args.correct_regions
+    if args.no_refine:
+        active.refine = False
     if args.active_cases is not None:
         active.cases = args.active_cases
     if args.no_suite:

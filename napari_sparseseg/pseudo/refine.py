@@ -40,6 +40,7 @@ def refine_around_marks(
     new: SparseAnnotation,
     *,
     radius: float = 12.0,
+    fg_radius: float = 4.0,
     slab: int = 2,
     seed_confidence: float = 0.8,
     beta: float = 130.0,
@@ -51,7 +52,11 @@ def refine_around_marks(
         image: the scan (Z, Y, X), raw intensities.
         pseudo: the current pseudo-labels (with or without the old marks mixed in).
         old, new: the marks before and after the correction; only marks new in ``new`` trigger a walk.
-        radius: in-plane voxels around a new mark that are re-solved (the fence lies beyond).
+        radius: in-plane voxels around a new mark that are re-solved (the fence lies beyond) where the
+            mark contradicts background ("you missed this").
+        fg_radius: the same where it contradicts a structure ("this is not X"): the rest of X keeps its
+            pseudo-labels as seeds, else a small structure lying wholly within ``radius`` lost every
+            seed and vanished from the slab.
         slab: slices either side of a corrected slice that are re-solved too.
         seed_confidence: pseudo-labels at least this confident outside the radius become walker seeds.
         spacing: voxel spacing (Z, Y, X); only the ratio of slice to in-plane spacing is used for the walk.
@@ -85,9 +90,10 @@ def refine_around_marks(
     for lo, hi in ranges:
         sl = slice(lo, hi + 1)
         add = added[sl]
-        near = ndi.distance_transform_edt(~add, sampling=(sz, 1.0, 1.0)) <= radius
-        near &= np.abs(np.arange(lo, hi + 1) - _nearest(zs, lo, hi))[:, None, None] <= slab
-        redo = _contradicted(pseudo.labels[sl], mark_cls[sl], add, near)
+        dist = ndi.distance_transform_edt(~add, sampling=(sz, 1.0, 1.0))
+        in_slab = np.abs(np.arange(lo, hi + 1) - _nearest(zs, lo, hi))[:, None, None] <= slab
+        redo = _contradicted(pseudo.labels[sl], mark_cls[sl], add, in_slab & (dist <= radius),
+                             in_slab & (dist <= fg_radius))
         if not redo.any():
             continue  # the pseudo-labels already agreed with every new mark here
         seeds = mark_seeds[sl].copy()
@@ -112,9 +118,11 @@ def _nearest(zs: np.ndarray, lo: int, hi: int) -> np.ndarray:
     return zs[np.abs(zs[None, :] - z[:, None]).argmin(1)]
 
 
-def _contradicted(pseudo_labels: np.ndarray, mark_cls: np.ndarray, added: np.ndarray, near: np.ndarray) -> np.ndarray:
+def _contradicted(pseudo_labels: np.ndarray, mark_cls: np.ndarray, added: np.ndarray, near: np.ndarray,
+                  near_fg: np.ndarray) -> np.ndarray:
     """The pseudo-labelled regions a new mark contradicts: for each pseudo class found under a new mark
-    of a *different* class, its connected component(s) within ``near`` that touch such a mark.
+    of a *different* class, its connected component(s) within ``near`` (background) or ``near_fg``
+    (a structure) that touch such a mark.
 
     Only these are re-solved: a correction says "not this class here", so voxels of other classes
     keep their pseudo-labels (and fence the walk in).  Re-solving everything near the mark instead
@@ -123,7 +131,7 @@ def _contradicted(pseudo_labels: np.ndarray, mark_cls: np.ndarray, added: np.nda
     wrong = added & (pseudo_labels != mark_cls)
     out = np.zeros(pseudo_labels.shape, dtype=bool)
     for c in np.unique(pseudo_labels[wrong]):
-        comp, _ = ndi.label((pseudo_labels == c) & near)
+        comp, _ = ndi.label((pseudo_labels == c) & (near if c == 0 else near_fg))
         ids = np.unique(comp[wrong & (pseudo_labels == c)])
         out |= np.isin(comp, ids[ids > 0])
     return out
