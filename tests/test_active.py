@@ -98,3 +98,16 @@ def test_unknown_strategy_names_the_known_ones() -> None:
     with pytest.raises(ValueError, match="entropy"):
         get_strategy("bald")
     assert set(STRATEGIES) >= {"entropy", "disagreement", "random", "sequential"}
+
+
+def test_entropy_spread_moves_away_from_reviewed_slices() -> None:
+    """Uncertainty of a structure peaks on neighbouring slices; with ``spread`` the next suggestion
+    leaves the neighbourhood of the slice just corrected."""
+    p = np.full((3, 12, 10, 10), 1 / 3, np.float32)
+    conf = np.array([0.9, 0.05, 0.05], np.float32)[:, None, None]
+    for z, u in enumerate([0, 0, 0, 0.5, 0.8, 1.0, 0.9, 0.7, 0, 0.6, 0, 0]):
+        p[:, z] = conf * (1 - u) + u / 3  # slice z: uncertainty u everywhere
+    ctx = ReviewContext(shape=p.shape[1:], probabilities=p, reviewed={5})
+    assert next_slice(get_strategy("entropy", spread=0), ctx) == 6  # plain entropy: the neighbour
+    assert next_slice(get_strategy("entropy"), ctx) == 9  # the default spread: the next uncertain region
+    assert rank_slices(get_strategy("entropy", spread=2.0), ReviewContext(shape=p.shape[1:], probabilities=p))[0] == 5

@@ -269,7 +269,8 @@ def run_suite(
     if active is not None:
         for dataset, setting in active.starts.items():
             check_setting(dataset, setting)
-            for name in list_cases(root, dataset)[: active.cases]:
+            skip = int(getattr(active, "skip", {}).get(dataset, 0))
+            for name in list_cases(root, dataset)[skip: skip + active.cases]:
                 if (dataset, name, setting) not in active_done:
                     active_cases.append((dataset, name, setting))
     jobs, n_total = plan_jobs(spec, root, done, active_cases)
