@@ -23,6 +23,7 @@ from . import layers as L
 from .corrections import CorrectionTracker
 from .guard import guarded, notify_error, notify_info
 from .loss_plot import LossPlot
+from .refine_queue import RefineQueue, needs_walk, refine_off_thread
 from .runner import TrainingRunner
 from .subprocess_job import run_in_process
 
@@ -56,6 +57,9 @@ class TrainingPanel(QGroupBox):
         self._last_error = ""
         self._pending_pseudo: list[Any] = []
         self._applied_trainer: Any = None
+        # a pushed correction re-solves the pseudo-labels around it off the GUI thread, one walk at a time
+        self.refiner = RefineQueue(self, snapshot=self._refine_snapshot, adopt=self._adopt_refined,
+                                   can_run=lambda: self.runner.running and self.trainer is not None)
 
         self.budget = QDoubleSpinBox()
         self.budget.setRange(2, 3600)
@@ -132,6 +136,7 @@ class TrainingPanel(QGroupBox):
         if self.runner.running:
             self.runner.cancel()
             self.runner.wait(5)
+        self.refiner.cancel()
         self.runner.trainer = None
         self._applied_trainer = None
         self.tracker = None
@@ -168,12 +173,9 @@ class TrainingPanel(QGroupBox):
         holder = self._pending_pseudo = []
         trainer = self.trainer
         if trainer is not None:
-            trainer.update_annotation(ann, self.refine_pseudo(ann))
-
-            def job(report, should_stop):
-                report("continuing from the current weights")
-                return trainer
+            job = self._continue_job(trainer, ann, holder)
         else:
+            self.refiner.cancel()  # fresh pseudo-labels replace whatever a walk in flight would give
             config = self._config()
 
             def job(report, should_stop):
@@ -189,6 +191,27 @@ class TrainingPanel(QGroupBox):
         self._paused = False
         self.runner.start(job)
         self.eta.setText("starting...")
+
+    def _continue_job(self, trainer: Any, ann: Any, holder: list) -> Any:
+        """The job warm-starting ``trainer`` on ``ann``; the walk around new marks runs in it, in a process.
+        Corrections pushed meanwhile wait (``refiner.hold``) until its result is adopted, so the job's
+        ``update_annotation`` can never land after (and undo) a newer one."""
+        image, spacing, pseudo, old = self._refine_snapshot()
+        walk = needs_walk(pseudo, old, ann)
+        if walk:
+            self.refiner.hold()
+        else:
+            trainer.update_annotation(ann, self.refine_pseudo(ann))  # only mixes the marks in: cheap
+
+        def job(report, should_stop):
+            if walk:
+                report("re-solving the pseudo-labels around the new marks...")
+                refined = refine_off_thread(image, spacing, pseudo, old, ann, should_stop=should_stop)
+                trainer.update_annotation(ann, refined)
+                holder.append((refined, ann))
+            report("continuing from the current weights")
+            return trainer
+        return job
 
     @guarded
     def toggle_pause(self) -> None:
@@ -243,20 +266,38 @@ class TrainingPanel(QGroupBox):
         """Give the new marks to the model: to the running trainer, or by continuing training."""
         if self.runner.running and self.trainer is not None:
             ann = self.host.build_annotation()
-            self.trainer.update_annotation(ann, self.refine_pseudo(ann))
+            if not self.refiner.held:  # else the job's update is still to come: the marks follow it
+                self.trainer.update_annotation(ann, self._mixed(ann))  # the marks count at once
+            self.refiner.request(ann)  # the re-solved region follows when the walk is done
             self.host.set_status("training continues with the new marks")
         elif self.trainer is not None:
             self.start()
 
-    def refine_pseudo(self, ann: Any) -> Any:
-        """The pseudo-labels for ``ann``: re-solved around the marks new since ``self._pseudo_ann``.
+    def _mixed(self, ann: Any) -> Any:
+        """The current pseudo-labels with ``ann``'s marks mixed in (no walk: cheap on the GUI thread)."""
+        p = self.pseudo
+        return p.with_marks(ann) if p is not None and hasattr(p, "with_marks") else p
 
-        Why: mixing the marks in (``with_marks``) fixes only the scribbled voxels, and the rest of a
-        region the pseudo-labels got wrong keeps teaching the network the mistake; the simulated
-        active-learning benchmark measures this refined update, so the widget must do the same.
-        Runs on the GUI thread: one small slab walk per corrected slice range (see the report / docs).
-        Keeps the panel's pseudo-labels and the annotation they reflect in step.
+    def _refine_snapshot(self) -> tuple:  # read when a queued walk starts
+        vol = self.host.image_volume()
+        return np.asarray(vol.array), tuple(vol.spacing), self.pseudo, self._pseudo_ann
+
+    def _adopt_refined(self, refined: Any, ann: Any, newer: Any) -> None:
+        """A walk's result (GUI thread): keep it with its marks; feed the trainer without undoing newer marks."""
+        self.pseudo, self._pseudo_ann = refined, ann
+        if self.runner.running and self.trainer is not None:
+            latest = ann if newer is None else newer
+            self.trainer.update_annotation(latest, self._mixed(latest))
+
+    def refine_pseudo(self, ann: Any) -> Any:
+        """The pseudo-labels for ``ann``, re-solved around the marks new since ``self._pseudo_ann``.
+
+        Why re-solve: ``with_marks`` fixes only the scribbled voxels, and the rest of a wrong region keeps
+        teaching the mistake (the active-learning benchmark measures this refined update).  Blocking:
+        for pseudo-labels without probabilities (a reopened session: only mixes the marks in); pushed
+        corrections walk off the GUI thread (:class:`RefineQueue`, :meth:`_continue_job`).
         """
+        self.refiner.cancel()
         if self.pseudo is None or not hasattr(self.pseudo, "with_marks"):
             return self.pseudo
         from ..pseudo.refine import refine_around_marks
@@ -298,6 +339,10 @@ class TrainingPanel(QGroupBox):
         if self._pending_pseudo:
             self.pseudo, self._pseudo_ann = self._pending_pseudo.pop()
             self._pending_pseudo.clear()
+            waiting = self.refiner.waiting  # corrections pushed while the job walked: their marks count now,
+            if waiting is not None and self.runner.running and self.trainer is not None:
+                self.trainer.update_annotation(waiting, self._mixed(waiting))
+            self.refiner.release()  # and their walk goes next
 
     def _on_status(self, msg: str) -> None:
         self._take_pending_pseudo()
@@ -348,6 +393,8 @@ class TrainingPanel(QGroupBox):
 
     def _on_finished(self, outcome: str) -> None:
         self._take_pending_pseudo()
+        if self.refiner.held:  # the job ended before its walk finished: the next start covers those marks
+            self.refiner.release()
         self._paused = False
         if outcome == "done":
             self.progress.setValue(1000)
