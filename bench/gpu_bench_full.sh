@@ -20,7 +20,7 @@ mkdir -p bench/results/full "$OUT"
   $PY -c "import torch, monai, skimage; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'monai', monai.__version__, 'skimage', skimage.__version__)"
 } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
-( $PY -m napari_sparseseg.cli bench --workers "$WORKERS" --time-limit "$LIMIT" --device auto --fresh \
+( $PY -m napari_sparseseg.cli bench --workers "$WORKERS" --time-limit "$LIMIT" --device auto ${FRESH---fresh} \
     --out bench/results/full --md bench/RESULTS.md "$@" > "$OUT/bench.log" 2>&1; echo "bench rc $?" >> "$OUT/bench.log" ) &
 PID=$!
 while kill -0 $PID 2>/dev/null; do
