@@ -60,3 +60,22 @@ def test_correct_slice_scribbles_the_largest_error_regions_first() -> None:
     assert not three.marked[1, 35:37, 35:37].any()  # too small to be worth a scribble
     assert set(np.unique(three.labels[three.marked])) == {1} and not three.marked[[0, 2]].any()
     assert correct_slice(gt, gt, 1, ann, seed=0, regions=3) is None  # nothing wrong, nothing drawn
+
+
+def test_random_draws_average_several_orders_with_per_case_seeds(shared_data) -> None:
+    """One seeded random order is one lucky or unlucky draw, and the same order for every case; the
+    goal compares against random's expected curve."""
+    import numpy as np
+
+    from napari_sparseseg.benchmarking.active_sim import simulate_active
+    from napari_sparseseg.benchmarking.cases import load_case, make_annotation
+    from napari_sparseseg.benchmarking.methods import Budget
+
+    case = load_case(shared_data, "hippocampus", "hippocampus_001")
+    ann = make_annotation(case, "slices-1", seed=0)
+    rec = simulate_active(case, ann, ["random"], 2, Budget(steps=2, warm_steps=1, seconds=60, device="cpu"),
+                          setting="slices-1", pseudo_method="random-walker", random_draws=2)
+    r = rec["strategies"]["random"]
+    assert rec["random_draws"] == 2 and len(r["draws"]) == 2
+    assert r["draws"][0]["slices"] != r["draws"][1]["slices"]  # two different orders
+    assert np.allclose(r["dice"], np.mean([d["dice"] for d in r["draws"]], axis=0))

@@ -14,6 +14,7 @@ per round: the corrections are mixed into them (SA-Net MIX), as the widget does 
 from __future__ import annotations
 
 import time
+import zlib
 from typing import Any, Callable
 
 import numpy as np
@@ -102,15 +103,18 @@ def run_strategy(
     log: Callable[[str], None] | None = None,
     regions: int = 1,
     refine: bool = True,
+    seed: int | None = None,
 ) -> dict[str, Any]:
     """``rounds`` correction rounds with one strategy; returns the Dice curve and what happened.
+    ``seed``: the random strategy's seed (default ``budget.seed``).
     ``regions``: error regions the annotator corrects on each suggested slice (:func:`correct_slice`).
     ``refine``: re-solve the pseudo-labels around each correction (:func:`refine_around_marks`, what
     the product does) instead of mixing in only the scribbled voxels."""
     from ..training import Trainer
 
     classes = tuple(ann0.classes)
-    strat = get_strategy(strategy, seed=budget.seed) if strategy == "random" else get_strategy(strategy)
+    strat = (get_strategy(strategy, seed=budget.seed if seed is None else seed) if strategy == "random"
+             else get_strategy(strategy))
     trainer = Trainer(case.image, ann0, train_config(budget, max_steps=budget.warm_steps), pseudo=pseudo, init=init)
     ann, cur = ann0, pseudo
     pred, unc = np.asarray(first_event.prediction), first_event.uncertainty
@@ -171,16 +175,32 @@ def simulate_active(
     pseudo_method: str = SHARED_PSEUDO,
     regions: int = 1,
     refine: bool = True,
+    random_draws: int = 1,
 ) -> dict[str, Any]:
-    """Every strategy on one case from the same start; one JSON-able record."""
+    """Every strategy on one case from the same start; one JSON-able record.
+
+    ``random_draws`` > 1 runs the random strategy that many times (seeds differ per case and per draw)
+    and records the mean curve, with each draw under ``draws``: one draw is one lucky or unlucky order,
+    and the goal compares against random's *expected* final Dice.
+    """
     t0 = time.perf_counter()
     init, pseudo, ev = initial_model(case, ann0, budget, setting, pseudo_cache, pseudo_method)
     t_init = time.perf_counter() - t0
-    curves = {s: run_strategy(case, ann0, s, rounds, budget, init, pseudo, ev, log=log, regions=regions, refine=refine)
-              for s in strategies}
+    curves = {}
+    for s in strategies:
+        if s == "random" and random_draws > 1:
+            base = budget.seed + zlib.crc32(case.name.encode()) % 10_000
+            draws = [run_strategy(case, ann0, s, rounds, budget, init, pseudo, ev, log=log, regions=regions,
+                                  refine=refine, seed=base + i) for i in range(random_draws)]
+            curves[s] = {"strategy": s, "dice": [float(np.mean(v)) for v in zip(*(d["dice"] for d in draws))],
+                         "marked_fraction": [float(np.mean(v)) for v in zip(*(d["marked_fraction"] for d in draws))],
+                         "seconds": float(sum(d["seconds"] for d in draws)), "draws": draws}
+        else:
+            curves[s] = run_strategy(case, ann0, s, rounds, budget, init, pseudo, ev, log=log, regions=regions,
+                                     refine=refine)
     return {"dataset": case.dataset, "case": case.name, "setting": setting, "rounds": rounds,
             "budget": {"steps": budget.steps, "warm_steps": budget.warm_steps, "seed": budget.seed},
-            "regions_per_round": regions, "refine_pseudo": refine,
+            "regions_per_round": regions, "refine_pseudo": refine, "random_draws": random_draws,
             "initial_seconds": t_init, "pseudo_method": pseudo_method, "strategies": curves, "default_strategy": default_strategy()}
 
 

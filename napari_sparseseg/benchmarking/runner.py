@@ -241,7 +241,8 @@ def run_case_job(job: CaseJob, spec: SuiteSpec, root: Path, active: Any = None,
         record = simulate_active(case, ann, list(active.strategies), active.rounds, spec.budget,
                                  setting=job.active_setting, log=log, pseudo_cache=cache,
                                  pseudo_method=spec.shared_pseudo, regions=getattr(active, "regions", 1),
-                                 refine=getattr(active, "refine", True))
+                                 refine=getattr(active, "refine", True),
+                                 random_draws=int(getattr(active, "random_draws", 1)))
     return rows, _jsonable(record) if record is not None else None
 
 

@@ -34,6 +34,8 @@ class ActiveSpec:
     strategies: list[str] = field(default_factory=lambda: ["entropy", "random", "sequential"])
     regions: int = 1  # error regions corrected on each suggested slice (1 = one scribble per round)
     refine: bool = True  # re-solve pseudo-labels around each correction (the product's behaviour)
+    #: runs of the random strategy per case, averaged (1 = one seeded order, the same for every case)
+    random_draws: int = 1
     #: per data set, cases passed over before the active-learning ones (cases used to tune the strategy)
     skip: dict[str, int] = field(default_factory=dict)
 
@@ -287,9 +289,14 @@ def write_report(out_dir: Path, command: str | None = None, md_path: Path | None
                "(`pseudo.refine.refine_around_marks`, what the widget does)" if all(refined) else
                "the scribble is mixed into the pseudo-labels voxel by voxel only (`--no-refine`)" if not any(refined)
                else "some cases re-solved the pseudo-labels around the scribble and some did not (mixed run)")
+        draws = sorted({int(r.get("random_draws", 1)) for r in active})
+        rnd = (f" `random` is the mean of {draws[0]} random orders per case (seeds differ per case and draw)."
+               if draws == [d for d in draws if d > 1] and len(draws) == 1 else
+               " `random` is one seeded order, the same for every case: one draw, not the expected curve."
+               if draws == [1] else " Cases differ in the number of random orders averaged.")
         lines.append("Each round the strategy picks a slice, the simulated annotator draws one correction "
                      f"scribble on that slice's largest error region, {how}, and the model warm-starts "
-                     "(`Trainer.update_annotation`). All strategies start from the same trained weights.\n")
+                     "(`Trainer.update_annotation`). All strategies start from the same trained weights." + rnd + "\n")
         lines.append(active_table(active))
         lines.append(f"![Dice vs rounds]({(rel / 'dice_vs_rounds.png').as_posix()})\n")
         plot_active(active, out_dir / "dice_vs_rounds.png")

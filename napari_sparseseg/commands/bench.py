@@ -57,6 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--correct-regions", type=int, default=None,
                    help="active learning: error regions the simulated annotator corrects on each suggested slice "
                    "(one scribble each, largest first; default 1)")
+    p.add_argument("--random-draws", type=int, default=None,
+                   help="active learning: runs of the random strategy per case, averaged (default 1)")
     p.add_argument("--no-refine", action="store_true",
                    help="active learning: mix a correction into the pseudo-labels voxel by voxel only, instead of "
                    "re-solving the pseudo-labels around it (the product's behaviour; this flag is the ablation)")
@@ -159,6 +161,8 @@ def run(args: argparse.Namespace) -> int:
         active.regions = args.correct_regions
     if args.no_refine:
         active.refine = False
+    if args.random_draws is not None:
+        active.random_draws = max(1, args.random_draws)
     if args.active_cases is not None:
         active.cases = args.active_cases
     if args.no_suite:
