@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The full benchmark of issue 8 (`sparseseg bench`, preset `full`) on a 16-core GPU machine, results in
-# bench/results/full and bench/RESULTS.md of this working copy, copied into $1 every 30 s so a timeout
-# still leaves every finished row behind.
+# bench/results/full and bench/RESULTS.md of this working copy; the JSON, the report and the log are
+# copied into $1 every 30 s so a timeout still leaves every finished row behind.  Only 6 files go to $1:
+# the device tool returns at most 8 per call (the plots are regenerated from the JSON with --report-only).
 #
 #   SPARSESEG_DATA=/path/to/data bash bench/gpu_bench_full.sh OUT_DIR [extra bench args]
 #
@@ -26,7 +27,7 @@ PID=$!
 while kill -0 $PID 2>/dev/null; do
   sleep 30
   echo "[$(date -u +%T)] rows: $(cat bench/results/full/rows.jsonl 2>/dev/null | wc -l), active: $(cat bench/results/full/active.jsonl 2>/dev/null | wc -l), $(grep -c 'done:' "$OUT/bench.log") jobs done"
-  cp -r bench/results/full "$OUT/" 2>/dev/null
+  cp bench/results/full/rows.jsonl bench/results/full/active.jsonl bench/results/full/results.json "$OUT/" 2>/dev/null
 done
-cp -r bench/results/full "$OUT/"; cp bench/RESULTS.md "$OUT/" 2>/dev/null
+cp bench/results/full/rows.jsonl bench/results/full/active.jsonl bench/results/full/results.json bench/RESULTS.md "$OUT/" 2>/dev/null
 grep -v "^\[worker" "$OUT/bench.log" | tail -15
