@@ -45,9 +45,12 @@ class EntropyStrategy:
     """Most uncertain slice first: mean of the top ``fraction`` voxel entropies (or uncertainties),
     damped near slices already reviewed (:func:`spread_weights`, ``spread`` slices; 0 = off).
 
-    ``spread=2`` by default: in the simulated loop (hippocampus, 4 cases, 30 initial + 15 warm steps,
-    6 rounds) plain entropy kept suggesting the neighbours of the slice just corrected and ended at
-    Dice 0.72, below random's 0.81; with the spread it reached 0.82 (``bench/active_spread.md``)."""
+    ``spread=2`` by default.  With the first version of the correction refinement (which erased
+    structures when neighbouring slices were corrected one after another) plain entropy fell to Dice
+    0.72 against 0.82 with the spread (hippocampus, 4 cases, 30 + 6 x 15 steps).  With the refinement
+    as it is now the spread is neutral: 0.787 with it, 0.782 without, after 6 rounds
+    (``bench/results/active_spread/``, 200 + 6 x 40 steps).  It stays because it spends a click on a
+    slice the last correction did not already re-solve."""
 
     name = "entropy"
 
