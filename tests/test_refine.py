@@ -41,7 +41,7 @@ def test_scribble_in_a_missed_region_takes_the_region_back() -> None:
     marks = np.zeros_like(gt)
     marks[4, 24, 15:21] = 1  # a short scribble inside the missed disc
     new = _ann(marks)
-    out = refine_around_marks(image, _pseudo(wrong), old, new)
+    out = refine_around_marks(image, _pseudo(wrong), old, new, slab=2)
     for z in (3, 4):
         disc = gt[z] == 1
         assert (out.labels[z][disc] == 1).mean() > 0.9, z  # the walk filled the disc on both slices

@@ -30,7 +30,7 @@ def spread_weights(ctx: ReviewContext, sigma: float) -> np.ndarray:
     """Per-slice factor in [0, 1): 0 at a slice already reviewed, rising to ~1 at ``2 * sigma`` slices away.
 
     Why: the most uncertain slices of a structure sit side by side.  Correcting slice 14 also fixes
-    the pseudo-labels of slices 12-16 (:func:`~napari_sparseseg.pseudo.refine.refine_around_marks`),
+    the pseudo-labels of slices 10-18 (:func:`~napari_sparseseg.pseudo.refine.refine_around_marks`),
     so suggesting 13 next spends the user's click where the model already learnt the lesson.
     """
     n = ctx.n_slices

@@ -11,8 +11,8 @@ the B region it lies in under question, within ``radius`` voxels in-plane and ``
 side.  That region is re-solved by the random walker, seeded by every mark in the slab plus the
 confident pseudo-labels outside the questioned region (they fence the walk in), so the scribble's
 class spreads along image edges through the region the old pseudo-labels had wrong, and nothing
-else changes.  Cost: one small 3D walk per corrected slab (well under a second
-on a 5-slice slab of a cardiac MRI on 2 cores).
+else changes.  Cost: one small 3D walk per corrected slab, 1.5-3.5 s on an ACDC volume on 2 shared
+cores (the widget runs it in a background process: ``widget/refine_queue.py``).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def refine_around_marks(
     *,
     radius: float = 12.0,
     fg_radius: float = 4.0,
-    slab: int = 2,
+    slab: int = 4,
     seed_confidence: float = 0.8,
     beta: float = 130.0,
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
@@ -57,7 +57,9 @@ def refine_around_marks(
         fg_radius: the same where it contradicts a structure ("this is not X"): the rest of X keeps its
             pseudo-labels as seeds, else a small structure lying wholly within ``radius`` lost every
             seed and vanished from the slab.
-        slab: slices either side of a corrected slice that are re-solved too.
+        slab: slices either side of a corrected slice that are re-solved too.  4, not 2: on the 4
+            tuning hippocampus cases (200 + 6 x 40 steps) entropy reached Dice 0.838 instead of 0.787
+            after 6 rounds; a wider radius (20) instead erased structures (0.738).
         seed_confidence: pseudo-labels at least this confident outside the radius become walker seeds.
         spacing: voxel spacing (Z, Y, X); only the ratio of slice to in-plane spacing is used for the walk.
     """
