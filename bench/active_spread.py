@@ -46,7 +46,16 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--warm-steps", type=int, default=40)
+    ap.add_argument("--slab", type=int, default=None,
+                    help="slices either side a correction re-solves (default: refine_around_marks' own)")
     args = ap.parse_args()
+    if args.slab is not None:
+        import functools
+
+        from napari_sparseseg.benchmarking import active_sim
+        from napari_sparseseg.pseudo.refine import refine_around_marks
+
+        active_sim.refine_around_marks = functools.partial(refine_around_marks, slab=args.slab)
     STRATEGIES["entropy-nospread"] = EntropyNoSpread
     root = find_data_root()
     budget = Budget(steps=args.steps, warm_steps=args.warm_steps, seconds=600)
@@ -67,7 +76,7 @@ def main() -> None:
     mean = {k: [float(np.mean([r["strategies"][k]["dice"][i] for r in records])) for i in range(args.rounds + 1)]
             for k in keys}
     goal = summarise_active(records, default="entropy")
-    meta = {"command": "python bench/active_spread.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
+    meta = {"command": "python bench/active_spread.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None),
             "machine": machine_info(), "wall_seconds": time.perf_counter() - t0, "mean_dice": mean,
             "goal_refined_entropy_vs_refined_random": {k: goal.get(k) for k in ("random_final_dice", "default_rounds_to_random_final", "goal_half_rounds_met")},
             "records": records}
@@ -77,7 +86,8 @@ def main() -> None:
              f"Machine: {m['cpu_count']} CPU cores, GPU: {m.get('cuda') or 'none'}, torch {m.get('torch')}; "
              f"wall time {meta['wall_seconds'] / 60:.1f} min. Hippocampus cases {', '.join(r['case'] for r in records)} "
              f"(the cases that tuned the refinement radii and the spread), 1 labelled slice, walker pseudo-labels, "
-             f"{args.steps} initial steps, {args.rounds} rounds x {args.warm_steps} warm steps. Mean Dice:\n",
+             f"{args.steps} initial steps, {args.rounds} rounds x {args.warm_steps} warm steps, corrections "
+             f"re-solve {args.slab if args.slab is not None else 'the default number of'} slices either side. Mean Dice:\n",
              "| strategy | " + " | ".join(f"round {i}" for i in range(args.rounds + 1)) + " |",
              "|---|" + "---|" * (args.rounds + 1)]
     lines += [f"| {k} | " + " | ".join(f"{d:.3f}" for d in v) + " |" for k, v in mean.items()]
