@@ -267,9 +267,11 @@ def write_report(out_dir: Path, command: str | None = None, md_path: Path | None
                      "classes where defined. Seconds per case = `pseudo s` (the pseudo-labels the method starts "
                      "from, computed once per case and setting and shared by every method that uses the same "
                      "kind; each row is charged the full computation) + `method s` (training + prediction). "
-                     "SAM image embeddings are computed once per case and shared across its settings, so the "
-                     "first SAM-based pseudo-labels of a case carry their cost. Peak RSS of the whole bench "
-                     "process.\n")
+                     + ("SAM image embeddings are computed once per (case, setting) job (parallel runs split a case "
+                        "by setting)" if run.get("workers", 1) > 1 else
+                        "SAM image embeddings are computed once per case and shared across its settings, so the "
+                        "first SAM-based pseudo-labels of a case carry their cost") + ". Peak RSS of the whole "
+                     "bench process (of the worker process in parallel runs).\n")
         if any(r["dataset"] == "acdc" for r in rows):
             lines.append("ACDC's shared copy lost its voxel spacing (identity affine), so its HD95/ASSD are in "
                          "pixels/slices, not mm (in-plane pixels are about 1.5 mm).\n")
@@ -291,7 +293,7 @@ def write_report(out_dir: Path, command: str | None = None, md_path: Path | None
                else "some cases re-solved the pseudo-labels around the scribble and some did not (mixed run)")
         draws = sorted({int(r.get("random_draws", 1)) for r in active})
         rnd = (f" `random` is the mean of {draws[0]} random orders per case (seeds differ per case and draw)."
-               if draws == [d for d in draws if d > 1] and len(draws) == 1 else
+               if len(draws) == 1 and draws[0] > 1 else
                " `random` is one seeded order, the same for every case: one draw, not the expected curve."
                if draws == [1] else " Cases differ in the number of random orders averaged.")
         lines.append("Each round the strategy picks a slice, the simulated annotator draws one correction "
