@@ -48,9 +48,10 @@ class EntropyStrategy:
     ``spread=2`` by default.  With the first version of the correction refinement (which erased
     structures when neighbouring slices were corrected one after another) plain entropy fell to Dice
     0.72 against 0.82 with the spread (hippocampus, 4 cases, 30 + 6 x 15 steps).  With the refinement
-    as it is now the spread is neutral: 0.787 with it, 0.782 without, after 6 rounds
-    (``bench/results/active_spread/``, 200 + 6 x 40 steps).  It stays because it spends a click on a
-    slice the last correction did not already re-solve."""
+    re-solving 2 slices either side the spread was neutral (0.787 with it, 0.782 without, after 6
+    rounds, ``bench/results/active_spread_slab2/``); re-solving 4, as now, it matters: 0.838 with it,
+    0.783 without (``bench/results/active_spread/``, 200 + 6 x 40 steps, the 4 tuning cases): a
+    correction already re-solved its neighbours, so the next click is worth more elsewhere."""
 
     name = "entropy"
 
