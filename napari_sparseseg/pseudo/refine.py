@@ -100,8 +100,8 @@ def refine_around_marks(
             continue  # the pseudo-labels already agreed with every new mark here
         seeds = mark_seeds[sl].copy()
         fence = ~redo & (seeds == 0) & (pseudo.confidence[sl] >= seed_confidence)
-        pseudo_ch = np.vectorize(chan_of.get, otypes=[np.int32])(pseudo.labels[sl])
-        seeds[fence] = pseudo_ch[fence] + 1
+        for c, ch in chan_of.items():  # a fence voxel seeds its pseudo-label's channel (+1, as the marks)
+            seeds[fence & (pseudo.labels[sl] == c)] = ch + 1
         if len(np.unique(seeds[seeds > 0])) < 2:
             continue  # one label everywhere: nothing to decide
         p = walker_probabilities(img[sl], seeds, n_ch, beta=beta, spacing=(sz, 1.0, 1.0))
