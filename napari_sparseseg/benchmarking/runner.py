@@ -177,12 +177,11 @@ def plan_jobs(spec: SuiteSpec, root: Path, done: set, active_cases: list[tuple[s
         skip = set(spec.skip_methods.get(dataset, ()))
         job = jobs.setdefault((dataset, name, setting if split else ""), CaseJob(dataset, name))
         job.items.append((setting, [m for m in sparse if m not in skip]))
-    for (dataset, name, _) in list(jobs):
+    for dataset, name in dict.fromkeys((d, n) for d, n, _ in jobs):  # each case once, in order
         skip = set(spec.skip_methods.get(dataset, ()))
-        if [m for m in dense if m not in skip]:  # methods that ignore the marks run once per case ("dense")
-            job = jobs.setdefault((dataset, name, "dense" if split else ""), CaseJob(dataset, name))
-            if not any(s == "dense" for s, _ in job.items):
-                job.items.append(("dense", [m for m in dense if m not in skip]))
+        ms = [m for m in dense if m not in skip]
+        if ms:  # methods that ignore the marks run once per case, as setting "dense"
+            jobs.setdefault((dataset, name, "dense" if split else ""), CaseJob(dataset, name)).items.append(("dense", ms))
     for job in jobs.values():
         n_total += sum(len(ms) for _, ms in job.items)
         job.items = [(s, [m for m in ms if (job.dataset, job.name, s, m, spec.seed) not in done])
