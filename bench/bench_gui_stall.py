@@ -104,6 +104,11 @@ def measure(mode: str, seconds: float, vol, ann, pseudo) -> dict:
     poller.stop()
     if isinstance(worker, ProcessWorker):
         worker.join(10)
+    return {**gap_stats(mode, gaps, t0), **stats}
+
+
+def gap_stats(mode: str, gaps: list[float], t0: float) -> dict:
+    """The probe's tick gaps (s) as the columns every mode reports: the longest gap is the longest freeze."""
     g = np.asarray(gaps[1:]) * 1000.0
     return {
         "mode": mode,
@@ -112,7 +117,6 @@ def measure(mode: str, seconds: float, vol, ann, pseudo) -> dict:
         "max_gap_ms": round(float(g.max()), 1) if g.size else None,
         "p99_gap_ms": round(float(np.percentile(g, 99)), 1) if g.size else None,
         "gaps_over_100ms": int((g > 100).sum()),
-        **stats,
     }
 
 
@@ -181,15 +185,9 @@ def measure_refine(mode: str, vol, ann, pseudo, anns: list) -> dict:
     app.exec_() if hasattr(app, "exec_") else app.exec()
     probe.stop()
     queue.shutdown()
-    g = np.asarray(gaps[1:]) * 1000.0
     changed = int((np.asarray(state["pseudo"].labels) != np.asarray(pseudo.labels)).sum())
     return {
-        "mode": mode,
-        "wall_s": round(time.perf_counter() - t0, 1),
-        "ticks": int(g.size),
-        "max_gap_ms": round(float(g.max()), 1) if g.size else None,
-        "p99_gap_ms": round(float(np.percentile(g, 99)), 1) if g.size else None,
-        "gaps_over_100ms": int((g > 100).sum()),
+        **gap_stats(mode, gaps, t0),
         "corrections": [z for z, _ in anns],
         "latency_s": [round(x, 2) for x in latencies],
         "pseudo_voxels_changed": changed,
