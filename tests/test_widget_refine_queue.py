@@ -16,6 +16,7 @@ pytestmark = pytest.mark.gui
 napari = pytest.importorskip("napari")
 
 from tests.test_widget import FAST, _open, _paint_scribbles, _wait_done, autosave_dir, opened  # noqa: E402,F401
+from tests.test_widget_refine import contradict_class1  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -102,13 +103,7 @@ def test_push_while_training_feeds_marks_now_and_refined_later(make_napari_viewe
     tp.start()
     qtbot.waitUntil(lambda: tp.n_predictions > 0, timeout=120_000)
     before = np.array(tp.pseudo.labels, copy=True)
-    marks = np.asarray(w.ann_layer.data)
-    zs = [z for z in range(before.shape[0]) if (before[z] == 1).sum() > 20 and not marks[z].any()]
-    z = zs[len(zs) // 2]
-    ys, xs = np.nonzero(before[z] == 1)
-    pick = np.arange(0, len(ys), max(1, len(ys) // 6))[:6]
-    idx = (np.full(len(pick), z), ys[pick], xs[pick])
-    w.ann_layer.data_setitem(idx, np.full(len(pick), w.classes.background))
+    idx, scribbled = contradict_class1(w, before)
     got: list = []
     real = tp.trainer.update_annotation
     tp.trainer.update_annotation = lambda ann, pseudo=None: (got.append((ann, pseudo)), real(ann, pseudo))
@@ -116,13 +111,11 @@ def test_push_while_training_feeds_marks_now_and_refined_later(make_napari_viewe
     # at once, on the GUI thread: the marks mixed into the old pseudo-labels; the walk is in flight
     assert len(got) == 1 and tp.refiner.busy
     ann_now, mixed = got[0]
-    assert ann_now.labels[idx].tolist() == [w.classes.background] * len(pick)
+    assert ann_now.labels[idx].tolist() == [w.classes.background] * len(idx[0])
     assert np.array_equal(mixed.labels[~ann_now.marked], before[~ann_now.marked])
     qtbot.waitUntil(lambda: tp.refiner.n_done == 1, timeout=60_000)
     assert len(got) == 2 and got[1][0] is ann_now and tp._pseudo_ann is ann_now
     assert np.array_equal(got[1][1].labels, tp.pseudo.labels)
-    scribbled = np.zeros(before.shape, bool)
-    scribbled[idx] = True
     assert ((tp.pseudo.labels != before) & ~scribbled).any(), "only the scribbled voxels changed"
     tp.stop()
     _wait_done(qtbot, w)
