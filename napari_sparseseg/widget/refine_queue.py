@@ -30,6 +30,11 @@ from .subprocess_job import Cancelled, run_in_process
 Snapshot = tuple[Any, tuple, Any, Any]
 
 
+def mix_marks(pseudo: Any, ann: Any) -> Any:
+    """``pseudo`` with ``ann``'s marks mixed in, voxel by voxel (no walk: cheap on the GUI thread)."""
+    return pseudo.with_marks(ann) if pseudo is not None and hasattr(pseudo, "with_marks") else pseudo
+
+
 def needs_walk(pseudo: Any, old: Any, new: Any) -> bool:
     """Whether refining ``pseudo`` from marks ``old`` to ``new`` runs the walker (else it only mixes the marks in)."""
     return (pseudo is not None and getattr(pseudo, "probabilities", None) is not None
@@ -114,8 +119,7 @@ class RefineQueue(QObject):
             return
         image, spacing, pseudo, old = self._snapshot()
         if not needs_walk(pseudo, old, ann):
-            mixed = pseudo.with_marks(ann) if pseudo is not None and hasattr(pseudo, "with_marks") else pseudo
-            self._finish(self._gen, ann, mixed)
+            self._finish(self._gen, ann, mix_marks(pseudo, ann))
             return
         gen = self._gen
         in_process = self.in_process

@@ -23,7 +23,7 @@ from . import layers as L
 from .corrections import CorrectionTracker
 from .guard import guarded, notify_error, notify_info
 from .loss_plot import LossPlot
-from .refine_queue import RefineQueue, needs_walk, refine_off_thread
+from .refine_queue import RefineQueue, mix_marks, needs_walk, refine_off_thread
 from .runner import TrainingRunner
 from .subprocess_job import run_in_process
 
@@ -275,8 +275,7 @@ class TrainingPanel(QGroupBox):
 
     def _mixed(self, ann: Any) -> Any:
         """The current pseudo-labels with ``ann``'s marks mixed in (no walk: cheap on the GUI thread)."""
-        p = self.pseudo
-        return p.with_marks(ann) if p is not None and hasattr(p, "with_marks") else p
+        return mix_marks(self.pseudo, ann)
 
     def _refine_snapshot(self) -> tuple:  # read when a queued walk starts
         vol = self.host.image_volume()
