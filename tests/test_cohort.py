@@ -1,83 +1,119 @@
-"""Cohort pretraining: a network trained on other volumes' labels loads as ``segment --init``."""
+"""The study model: learns across scans from sparse marks, segments an unseen scan without marks,
+resumes, pauses, cancels, and loads into the per-scan Trainer for fine-tuning."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from napari_sparseseg.cli import main
+from _study_helpers import BG, synthetic_scan, synthetic_study
+from napari_sparseseg.annotations.sparse import SparseAnnotation
+from napari_sparseseg.cohort import CohortConfig, CohortModel, CohortScan, CohortTrainer
+from napari_sparseseg.errors import AnnotationError, CheckpointError
+from napari_sparseseg.evaluate.metrics import dice_per_class
 
-CASES = ("hippocampus_001", "hippocampus_003", "hippocampus_004", "hippocampus_006")
+FAST = dict(budget_seconds=1e9, batch=8, patch=(48, 48), channels=(8, 16, 32), threads=1, device="cpu",
+            checkpoint_every_seconds=1e9, refresh_at=())
+
+
+def _mean_dice(pred: np.ndarray, gt: np.ndarray) -> float:
+    d = dice_per_class(pred, gt, (1, 2))
+    return float(np.mean([d[1], d[2]]))
 
 
 @pytest.fixture(scope="module")
-def cohort(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Four real hippocampus crops, three simulated labelled slices each (background mark 3)."""
-    from napari_sparseseg.annotations.files import save_annotation
-    from napari_sparseseg.annotations.simulate import simulate_slices
-    from napari_sparseseg.io import read_labels, read_volume
-
-    tmp = tmp_path_factory.mktemp("cohort")
-    (tmp / "ann").mkdir()
-    root = shared_data / "hippocampus"
-    names = [c for c in CASES if (root / "imagesTr" / f"{c}.nii.gz").exists()]
-    if len(names) < 3:
-        pytest.skip("needs three hippocampus cases")
-    for n in names:
-        vol = read_volume(root / "imagesTr" / f"{n}.nii.gz")
-        dense = np.asarray(read_labels(root / "labelsTr" / f"{n}.nii.gz", like=vol).array)
-        save_annotation(tmp / "ann" / f"{n}.nii.gz", simulate_slices(dense, 3, axis=0, background_label=3, seed=0), vol)
-    return {"root": root, "tmp": tmp, "names": names}
+def trained(tmp_path_factory):
+    study = synthetic_study(4)
+    trainer = CohortTrainer([s for s, _ in study], CohortConfig(max_steps=120, **FAST))
+    kinds = [ev.kind for ev in trainer.run()]
+    path = trainer.save(tmp_path_factory.mktemp("m") / "study.safetensors")
+    return trainer, path, kinds
 
 
-def test_pretrain_loss_falls_on_real_volumes(cohort: dict) -> None:
-    from napari_sparseseg.io import read_labels, read_volume
-    from napari_sparseseg.training import TrainConfig
-    from napari_sparseseg.training.cohort import dense_item, pretrain_cohort
-
-    items = []
-    for n in cohort["names"][:3]:
-        vol = read_volume(cohort["root"] / "imagesTr" / f"{n}.nii.gz")
-        dense = np.asarray(read_labels(cohort["root"] / "labelsTr" / f"{n}.nii.gz", like=vol).array)
-        items.append(dense_item(vol, dense, 3, (1, 2)))
-    losses: list[float] = []
-    cfg = TrainConfig(device="cpu", network="unet2d", channels=(8, 16, 32), batch=4, patch=(32, 32), threads=2)
-    pretrain_cohort(items, cfg, 60, progress=lambda s, l: losses.append(l["total"]))
-    assert len(losses) == 60 and all(np.isfinite(losses))
-    assert np.mean(losses[-10:]) < 0.7 * np.mean(losses[:10]), (losses[:10], losses[-10:])
+def test_learns_across_scans_and_segments_an_unmarked_scan(trained):
+    trainer, path, kinds = trained
+    assert kinds.count("pseudo") == 4 and kinds[-1] == "done"
+    model = CohortModel.load(path, device="cpu")
+    vol, gt = synthetic_scan(99)  # never trained on
+    pred, unc = model.predict(vol)  # no marks at all
+    assert pred.shape == gt.shape and unc.shape == gt.shape
+    assert _mean_dice(pred, gt) > 0.8
+    untrained = CohortTrainer([s for s, _ in synthetic_study(4)], CohortConfig(max_steps=1, **FAST))
+    raw = CohortModel(untrained.model, untrained.spec, untrained.metadata(), untrained.device)
+    assert _mean_dice(raw.predict(vol)[0], gt) < 0.5  # the test can fail: an untrained net does not pass
 
 
-def test_pretrain_cli_then_segment_init(cohort: dict, capsys: pytest.CaptureFixture) -> None:
-    from napari_sparseseg.training import load_checkpoint
+def test_marks_are_kept_and_classes_checked(trained):
+    _, path, _ = trained
+    model = CohortModel.load(path, device="cpu")
+    vol, gt = synthetic_scan(98)
+    labels = np.zeros(gt.shape, np.int16)
+    labels[2, :5, :5] = 1  # a (wrong) mark of class 1 in a corner: the user's word wins
+    labels[3] = np.where(gt[3] > 0, gt[3], BG)
+    ann = SparseAnnotation(labels, BG, (1, 2))
+    pred, unc = model.predict(vol, ann)
+    assert (pred[2, :5, :5] == 1).all() and (unc[2, :5, :5] == 0).all()
+    assert _mean_dice(pred, gt) > 0.8
+    with pytest.raises(CheckpointError):
+        model.predict(vol, SparseAnnotation(np.where(labels == 2, 1, labels), BG, (1,)))
 
-    tmp, root, names = cohort["tmp"], cohort["root"], cohort["names"]
-    model = tmp / "cohort.safetensors"
-    imgs = [str(root / "imagesTr" / f"{n}.nii.gz") for n in names[:-1]]
-    rc = main(["pretrain", *imgs, "--labels", str(root / "labelsTr"), "--annotations", str(tmp / "ann"),
-               "--pseudo-method", "random-walker", "-o", str(model), "--steps", "5", "--network", "unet2d", "--quiet"])
-    assert rc == 0
-    _, meta = load_checkpoint(model)
-    assert meta["classes"] == [1, 2] and meta["pseudo_input"] is True and meta["steps"] == 5
-    held_out = names[-1]
-    out = tmp / "pred.nii.gz"
-    rc = main(["segment", str(root / "imagesTr" / f"{held_out}.nii.gz"), "--annotations", str(tmp / "ann" / f"{held_out}.nii.gz"),
-               "--pseudo-method", "random-walker", "--init", str(model), "--max-steps", "3", "-o", str(out), "--quiet"])
-    assert rc == 0 and out.exists()
-    out0 = tmp / "pred0.nii.gz"  # --budget-seconds 0: the cohort model's prediction, no per-volume training
-    rc = main(["segment", str(root / "imagesTr" / f"{held_out}.nii.gz"), "--annotations", str(tmp / "ann" / f"{held_out}.nii.gz"),
-               "--pseudo-method", "random-walker", "--init", str(model), "--budget-seconds", "0", "-o", str(out0), "--quiet"])
-    assert rc == 0 and out0.exists()
-    # an image-only model does not fit segment's pseudo-label input: a clear error, nothing written
-    img_only = tmp / "img_only.safetensors"
-    assert main(["pretrain", *imgs, "--labels", str(root / "labelsTr"), "-o", str(img_only), "--steps", "2",
-                 "--network", "unet2d", "--quiet"]) == 0
-    out2 = tmp / "pred2.nii.gz"
-    rc = main(["segment", str(root / "imagesTr" / f"{held_out}.nii.gz"), "--annotations", str(tmp / "ann" / f"{held_out}.nii.gz"),
-               "--pseudo-method", "random-walker", "--init", str(img_only), "--max-steps", "3", "-o", str(out2), "--quiet"])
-    assert rc == 2 and not out2.exists()
-    assert "channel" in capsys.readouterr().err.lower()
-    # missing label map: one line, exit 2
-    rc = main(["pretrain", imgs[0], "--labels", str(tmp), "-o", str(tmp / "x.safetensors"), "--quiet"])
-    assert rc == 2 and "no label map" in capsys.readouterr().err
+
+def test_fine_tune_in_the_per_scan_trainer(trained):
+    from napari_sparseseg.pseudo import make_pseudo_labels
+    from napari_sparseseg.training import TrainConfig, Trainer
+
+    _, path, _ = trained
+    scan, gt = synthetic_study(1, seed0=50)[0]
+    pseudo = make_pseudo_labels(scan.image, scan.annotation, method="random-walker")
+    t = Trainer(scan.image, scan.annotation, TrainConfig(max_steps=2, budget_seconds=1e9, threads=1, device="cpu"),
+                pseudo=pseudo, init=path)
+    assert [ev.kind for ev in t.run()][-1] == "done"
+
+
+def test_resume_continues_from_the_checkpoint(tmp_path):
+    scans = [s for s, _ in synthetic_study(2)]
+    cfg = CohortConfig(max_steps=6, **{**FAST, "checkpoint_every_seconds": 0.0})
+    first = CohortTrainer(scans, cfg, workdir=tmp_path)
+    for ev in first.run():
+        if ev.kind == "step" and ev.step >= 3:
+            first.cancel()
+    assert (tmp_path / "cohort_last.safetensors").is_file()
+    stopped_at = first.step
+    again = CohortTrainer(scans, cfg, workdir=tmp_path, resume=True)
+    assert again.step == stopped_at >= 3  # the cancel wrote the checkpoint it resumes from
+    for k, v in first.model.state_dict().items():
+        assert np.allclose(v.numpy(), again.model.state_dict()[k].numpy())
+    kinds = [ev.kind for ev in again.run()]
+    assert kinds[0] == "pseudo" and kinds[-1] == "done" and again.step == 6
+    # pseudo-labels came from the cache the first run wrote
+    assert len(list((tmp_path / "pseudo").glob("*.npz"))) == 2
+
+
+def test_pause_and_cancel_are_honoured():
+    trainer = CohortTrainer([s for s, _ in synthetic_study(1)], CohortConfig(max_steps=10_000, **FAST))
+    trainer.pause()
+    events = trainer.run()
+    ev = next(events)  # pseudo-labels are made even while paused
+    assert ev.kind == "pseudo"
+    import threading
+
+    threading.Timer(0.5, trainer.cancel).start()
+    kinds = [e.kind for e in events]
+    assert kinds[-1] == "cancelled" and trainer.step == 0
+
+
+def test_unmarked_study_and_class_mismatch_are_refused():
+    vol, gt = synthetic_scan(0)
+    with pytest.raises(AnnotationError, match="no scan"):
+        CohortTrainer([CohortScan(vol, None, "a"), CohortScan(vol, SparseAnnotation(np.zeros(gt.shape, np.int16), BG, (1, 2)), "b")])
+    study = synthetic_study(2)
+    other = SparseAnnotation(np.where(study[1][0].annotation.labels == 2, 1, study[1][0].annotation.labels), BG, (1,))
+    with pytest.raises(AnnotationError, match="classes"):
+        CohortTrainer([study[0][0], CohortScan(study[1][0].image, other, "x")])
+
+
+def test_add_scans_replaces_by_name_and_keeps_the_rest():
+    study = [s for s, _ in synthetic_study(3)]
+    trainer = CohortTrainer(study[:2], CohortConfig(max_steps=1, **FAST))
+    trainer.add_scans([study[1], study[2]])
+    assert [s.name for s in trainer.scans] == ["scan0", "scan1", "scan2"]

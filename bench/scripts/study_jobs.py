@@ -68,8 +68,10 @@ def run_job(job: dict[str, Any], root_s: str, out_s: str) -> dict[str, Any]:
     if job.get("kind") == "baselines":
         return _baselines(job, root, out, t0)
     train = [_scan(root, out, job["dataset"], n, job["setting"])[0] for n in job["train"]]
-    cfg = CohortConfig(budget_seconds=1e9, max_steps=int(job["steps"]), device=job["device"], batch=int(job["batch"]),
-                       threads=int(job.get("threads", 2)), checkpoint_every_seconds=1e9)
+    budget = job.get("budget")
+    cfg = CohortConfig(budget_seconds=float(budget) if budget else 1e9, max_steps=None if budget else int(job["steps"]),
+                       device=job["device"], batch=int(job["batch"]), threads=int(job.get("threads", 2)),
+                       checkpoint_every_seconds=1e9, patch=tuple(job.get("patch", (128, 128))))
     over = dict(job.get("config") or {})
     if "refresh_at" in over:
         over["refresh_at"] = tuple(over["refresh_at"])
@@ -97,7 +99,7 @@ def run_job(job: dict[str, Any], root_s: str, out_s: str) -> dict[str, Any]:
             rows.append({"case": name, "mode": "marks+fine-tune", "seconds": time.perf_counter() - t1,
                          **score(lab, case.gt, case.classes, ann.marked)})
     res = {k: job[k] for k in ("id", "group", "n_patients") if k in job}
-    res.update(variant=job.get("variant", ""), config=over, rows=rows, train_seconds=train_s, steps=trainer.step,
+    res.update(variant=job.get("variant", ""), config=over, budget=budget, rows=rows, train_seconds=train_s, steps=trainer.step,
                train_scans=len(train), seconds=time.perf_counter() - t0,
                loss_tail=float(np.mean([h["total"] for h in trainer.history[-50:]])) if trainer.history else None)
     nm, mk = [r for r in rows if r["mode"] == "no-marks"], [r for r in rows if r["mode"] == "marks"]

@@ -48,12 +48,12 @@ def write_report(out: Path, meta: dict[str, Any], md: Path) -> None:
         rows = sorted(by_group.get(group, []), key=lambda r: r.get("n_patients", 0))
         if not rows:
             continue
-        L += [f"## {title}", "", "| training cases | no marks | with own marks | ... unmarked voxels | + fine-tune | ... unmarked | train s |",
-              "|---|---|---|---|---|---|---|"]
+        L += [f"## {title}", "", "| training cases | no marks | with own marks | ... unmarked voxels | + fine-tune | ... unmarked | steps | train s |",
+              "|---|---|---|---|---|---|---|---|"]
         for r in rows:
             L.append(f"| {r['n_patients']} | {_cell(r['rows'], 'no-marks')} | {_cell(r['rows'], 'marks')} | "
                      f"{_cell(r['rows'], 'marks', 'dice_unmarked')} | {_cell(r['rows'], 'marks+fine-tune')} | "
-                     f"{_cell(r['rows'], 'marks+fine-tune', 'dice_unmarked')} | {r['train_seconds']:.0f} |")
+                     f"{_cell(r['rows'], 'marks+fine-tune', 'dice_unmarked')} | {r['steps']} | {r['train_seconds']:.0f} |")
         L.append("")
     base = by_group.get("baselines", [])
     ceil = by_group.get("ceiling", [])

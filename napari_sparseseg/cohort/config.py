@@ -27,6 +27,9 @@ class CohortConfig:
             re-estimated by the cohort network (self-training across scans): the network has seen
             every scan, so where it and the scan's own walker agree the target is kept, where they
             disagree the voxel is dropped.  Empty = off.
+        prior_residual: add the prior's log-probabilities to the network's output (the per-scan
+            trainer's default): with a scan's marks the untrained network already predicts its
+            pseudo-labels and learns corrections; with the uniform prior it changes nothing.
         mutual: DK-UXNet's mutual learning: a second network of another width learns beside the
             first; each is also taught by the other's confident predictions on unmarked voxels.
         patch, batch: 2D crop size and crops per step (per process under torchrun).
@@ -47,6 +50,7 @@ class CohortConfig:
     w_dice: float = 0.5
     prior_dropout: float = 0.5
     refresh_at: tuple[float, ...] = (0.5,)
+    prior_residual: bool = False
     mutual: bool = False
     w_mutual: float = 0.5
     patch: tuple[int, int] = (128, 128)

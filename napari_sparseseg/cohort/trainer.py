@@ -66,10 +66,12 @@ class CohortTrainer:
         self._gen = torch.Generator().manual_seed(self.config.seed + dist.rank())
         k = len(self.classes) + 1
         self.spec = default_spec(2, 1 + k, k, channels=tuple(self.config.channels))
+        self.spec.prior_residual = bool(self.config.prior_residual)
         self.model = build_network(self.spec).to(self.device)
         self.model_b: torch.nn.Module | None = None
         if self.config.mutual:
             self.spec_b = default_spec(2, 1 + k, k, channels=MUTUAL_WIDTHS)
+            self.spec_b.prior_residual = self.spec.prior_residual
             self.model_b = build_network(self.spec_b).to(self.device)
         self.step = 0
         self.elapsed_before = 0.0
@@ -265,6 +267,8 @@ class CohortTrainer:
             stop, done = dist.agree(stop), dist.agree(done)  # every process leaves the loop together
             if stop:
                 self.elapsed_before = elapsed
+                if self.workdir is not None and dist.is_main() and self.step > start_step:
+                    save_resume(self, self.workdir)  # a cancelled run resumes where it stopped
                 yield CohortEvent("cancelled", self.step, cfg.max_steps, elapsed, None, losses, "cancelled")
                 return
             if done:
