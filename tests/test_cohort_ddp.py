@@ -19,7 +19,7 @@ def _run(cmd: list[str], tmp: Path) -> None:
 
 def test_two_processes_match_one(tmp_path: Path) -> None:
     _run([sys.executable, str(HERE / "_ddp_train.py"), str(tmp_path / "single"), "8"], tmp_path)
-    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
+    _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
           str(HERE / "_ddp_train.py"), str(tmp_path / "ddp"), "4"], tmp_path)
     one = json.loads((tmp_path / "single.0.json").read_text())
     r0, r1 = (json.loads((tmp_path / f"ddp.{r}.json").read_text()) for r in (0, 1))
