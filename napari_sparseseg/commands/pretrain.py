@@ -68,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
         if args.annotations is not None:
             from ..pseudo import make_pseudo_labels
 
-            ann = load_annotation(args.annotations / name, like=image, background_label=args.background_label)
+            ann = load_annotation(args.annotations / name, like=image, background_label=args.background_label,
+                                  for_training=True)
             bg = ann.background_label
             _say(args, f"{name}: pseudo-labels ({args.pseudo_method})")
             pseudo = make_pseudo_labels(image, ann, method=args.pseudo_method)

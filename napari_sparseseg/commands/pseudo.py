@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise AnnotationError(f"--threshold must lie in [0, 1], got {args.threshold}")
     image = read_volume(args.image)
-    ann = load_annotation(args.annotations, like=image, background_label=args.background_label)
+    ann = load_annotation(args.annotations, like=image, background_label=args.background_label, for_training=True)
     cache_dir = None if args.no_cache else (args.cache or default_cache_dir())
     t0 = time.perf_counter()
 

@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
             raise SparsesegError("--init and --save-model work with --method default only")
     t0 = time.perf_counter()
     image = read_volume(args.image)
-    ann = load_annotation(args.annotations, like=image, background_label=args.background_label)
+    ann = load_annotation(args.annotations, like=image, background_label=args.background_label, for_training=True)
     ann.validate(image.shape)
     init = None
     if args.init is not None:  # fail before the slow steps if the checkpoint is unusable
