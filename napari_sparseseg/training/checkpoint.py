@@ -9,14 +9,13 @@ mismatching checkpoint is refused with a message naming both sides instead of pr
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
 from ..errors import CheckpointError
+from ..io.atomic import atomic_path
 
 FORMAT = "napari-sparseseg-checkpoint"
 FORMAT_VERSION = 1
@@ -33,15 +32,8 @@ def save_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor], meta:
     path.parent.mkdir(parents=True, exist_ok=True)
     full = {"format": FORMAT, "format_version": FORMAT_VERSION, "package_version": __version__, **meta}
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={_META_KEY: json.dumps(full)})
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp:  # the package's one temporary-naming scheme (clean-up finds it)
+        save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(full)})
     return path
 
 
