@@ -92,6 +92,13 @@ def _run(args: argparse.Namespace, outs) -> int:
             raise SparsesegError(f"unknown method {args.method!r}; choose from {', '.join(sorted(load_all()))}")
         if args.init is not None or args.save_model is not None:
             raise SparsesegError("--init and --save-model work with --method default only")
+    # settings and device are checked before anything is read or computed (one line, exit 2)
+    from ..training.trainer import pick_device
+
+    cfg = TrainConfig(seed=args.seed, device=args.device, network=args.network, budget_seconds=args.budget_seconds,
+                      max_steps=args.max_steps, threshold=args.threshold, threads=args.threads,
+                      preview_every_seconds=1e9, first_preview_seconds=1e9)
+    pick_device(cfg.device)
     t0 = time.perf_counter()
     image = read_volume(args.image)
     ann = load_annotation(args.annotations, like=image, background_label=args.background_label, for_training=True)
@@ -110,9 +117,6 @@ def _run(args: argparse.Namespace, outs) -> int:
         pseudo = make_pseudo_labels(image, ann, method=args.pseudo_method, threshold=args.threshold,
                                     time_limit=args.pseudo_seconds)
         _say(args, f"pseudo-labels ready in {time.perf_counter() - t0:.1f} s")
-    cfg = TrainConfig(seed=args.seed, device=args.device, network=args.network, budget_seconds=args.budget_seconds,
-                      max_steps=args.max_steps, threshold=args.threshold, threads=args.threads,
-                      preview_every_seconds=1e9, first_preview_seconds=1e9)
     if args.method != "default":
         return _run_method(args, image, ann, pseudo, cfg, t0, outs)
     trainer = Trainer(image, ann, cfg, pseudo=pseudo, init=init)
