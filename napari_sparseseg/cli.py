@@ -52,8 +52,12 @@ def _on_sigterm(signum: int, frame: object) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:  # Ctrl+C while the command's modules load: nothing started yet
+        print("sparseseg: interrupted", file=sys.stderr)
+        return _interrupted(argv)
     previous = None
     try:
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
@@ -70,15 +74,31 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         msg = f"{exc.strerror}: {exc.filename}" if exc.filename else (exc.strerror or str(exc))
         return _fail(args.command, msg)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # every temporary is gone: the ``with``/``finally`` blocks ran on the way up
         print(f"sparseseg {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return _interrupted(argv)
     except Terminated:
         print(f"sparseseg {args.command}: terminated", file=sys.stderr)
         return 143
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupted(argv: Sequence[str] | None) -> int:
+    """130; as a program (``argv is None``), exit with it at once.
+
+    An interrupt that lands inside an extension module's import can leave CPython's "unhandled
+    KeyboardInterrupt" flag set, and the interpreter then kills itself with SIGINT at exit instead of
+    returning 130 (seen here about one time in three).  By now every temporary has been removed.
+    """
+    if argv is None:
+        import os
+
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        os._exit(130)
+    return 130
 
 
 def _fail(command: str, msg: str) -> int:

@@ -85,6 +85,7 @@ def atomic_path(dest: str | os.PathLike[str], *, directory: bool = False) -> Ite
     parent = dest.parent if str(dest.parent) else Path(".")
     if not parent.is_dir():
         raise FileNotFoundError(2, "folder does not exist", str(parent))
+    remove_stale_temporaries(parent)  # a killed writer's leftovers go at the next write in that folder
     tmp = temporary_name(parent / dest.name)
     try:
         yield tmp
