@@ -16,3 +16,11 @@ class AnnotationError(SparsesegError):
 
 class CheckpointError(SparsesegError):
     """A model checkpoint that does not load or does not fit the data."""
+
+
+class PseudoLabelError(SparsesegError):
+    """Pseudo-labels that cannot be computed (the image has no usable contrast, a stage ran out of time)."""
+
+
+class OutputError(SparsesegError):
+    """An output that cannot be written where or how it was asked (folder, extension, already exists)."""

@@ -32,6 +32,7 @@ import numpy as np
 
 from .errors import SparsesegError
 from .io.atomic import atomic_path, atomic_write_text
+from .io.npz import npz_headers
 
 SESSION_VERSION = 1
 SESSION_SUFFIX = ".sparseseg"
@@ -150,7 +151,23 @@ def _save_npz(path: Path, **arrays: np.ndarray) -> None:
             np.savez_compressed(fh, **arrays)
 
 
-def _load_npz(path: Path) -> dict[str, np.ndarray]:
+def _load_npz(path: Path, shape: tuple[int, ...] | None = None, keys: tuple[str, ...] = ("labels",),
+              integer: tuple[str, ...] = ("labels",)) -> dict[str, np.ndarray]:
+    """Load an ``.npz`` after checking, from its headers, the keys, the grid and the dtypes."""
+    try:
+        heads = npz_headers(path)
+    except ValueError as e:
+        raise SessionError(f"{path.name} is damaged and cannot be read ({e})") from None
+    missing = [k for k in keys if k not in heads]
+    if missing:
+        raise SessionError(f"{path.name} lacks the array(s) {missing}")
+    for k, (shp, dt) in heads.items():
+        if shape is not None and shp != tuple(shape):
+            raise SessionError(f"{path.name}: {k} has the grid {shp}, not the image grid {tuple(shape)}")
+        if k in integer and dt.kind not in "iub":
+            raise SessionError(f"{path.name}: {k} must hold integer labels, not {dt}")
+        if dt.kind not in "iubf":
+            raise SessionError(f"{path.name}: {k} has the unsupported dtype {dt}")
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
@@ -158,6 +175,27 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
         raise
     except Exception as e:  # zipfile/ValueError/EOFError on a damaged file
         raise SessionError(f"{path.name} is damaged and cannot be read ({type(e).__name__}: {e})") from None
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise SessionError(f"{what} is damaged ({type(e).__name__})") from None
+    if not isinstance(info, dict):
+        raise SessionError(f"{what} is damaged (not a JSON object)")
+    return info
+
+
+def _grid(value: Any, what: str) -> tuple[int, ...]:
+    from .io.checks import max_voxels
+
+    if (not isinstance(value, list) or len(value) != 3
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
+        raise SessionError(f"{what}: the grid must be three positive whole numbers, got {value!r}")
+    if float(np.prod(value, dtype=np.float64)) > max_voxels():
+        raise SessionError(f"{what}: the grid {tuple(value)} is implausibly large")
+    return tuple(value)
 
 
 # ----------------------------------------------------------------------------------- autosave
@@ -220,26 +258,34 @@ class AnnotationAutosave:
         atomic_write_text(self.meta_path, json.dumps(info, indent=1))
 
     def mark_clean_exit(self) -> None:
-        """Record that the widget closed normally (the marks stay: closing is not a reason to lose them)."""
+        """Record that the widget closed normally (the marks stay: closing is not a reason to lose them).
+
+        Best effort: a damaged metadata file is left as it is (closing must go on and stop the
+        background jobs; the next :meth:`load` reports the damage)."""
         if not self.meta_path.is_file():
             return
-        info = json.loads(self.meta_path.read_text())
+        try:
+            info = _read_json(self.meta_path, "autosave metadata")
+        except SessionError:
+            return
         info["clean_exit"] = True
         atomic_write_text(self.meta_path, json.dumps(info, indent=1))
 
     def load(self) -> AutosaveState:
+        """The autosaved marks; anything damaged or missing raises :class:`SessionError` (one line)."""
         if not self.exists():
             raise SessionError(f"no autosave for this image in {self.folder}")
+        info = _read_json(self.meta_path, "autosave metadata")
+        shape = _grid(info.get("shape"), "autosave metadata")
+        labels = _load_npz(self.labels_path, shape)["labels"]
         try:
-            info = json.loads(self.meta_path.read_text())
-        except json.JSONDecodeError as e:
-            raise SessionError(f"autosave metadata is damaged ({e})") from None
-        labels = _load_npz(self.labels_path)["labels"]
-        if list(labels.shape) != list(info.get("shape", [])):
-            raise SessionError("autosave is inconsistent (marks and metadata disagree on the grid)")
-        return AutosaveState(
-            labels, ClassTable.from_dict(info["classes"]), float(info["saved_at"]), bool(info["clean_exit"]), info.get("meta", {})
-        )
+            saved_at = float(info["saved_at"])
+            clean = bool(info.get("clean_exit", False))
+            meta = info.get("meta", {})
+            classes = ClassTable.from_dict(info["classes"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise SessionError(f"autosave metadata is incomplete ({type(e).__name__}: {e})") from None
+        return AutosaveState(labels, classes, saved_at, clean, meta if isinstance(meta, dict) else {})
 
     def clear(self) -> None:
         for p in (self.meta_path, self.labels_path):
@@ -318,33 +364,52 @@ class Session:
         meta = folder / "session.json"
         if not meta.is_file():
             raise SessionError(f"{folder} is not a napari-sparseseg session (no session.json)")
-        try:
-            info = json.loads(meta.read_text())
-        except json.JSONDecodeError as e:
-            raise SessionError(f"session.json is damaged ({e})") from None
-        if int(info.get("version", -1)) > SESSION_VERSION:
+        info = _read_json(meta, "session.json")
+        version = info.get("version")
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise SessionError(f"session.json: 'version' must be a whole number, got {version!r}")
+        if version > SESSION_VERSION:
             raise SessionError(
-                f"session version {info.get('version')} is newer than this napari-sparseseg understands ({SESSION_VERSION})"
+                f"session version {version} is newer than this napari-sparseseg understands ({SESSION_VERSION})"
             )
-        img = info["image"]
-        ann = _load_npz(folder / "annotations.npz")["labels"]
-        pseudo = _load_npz(folder / "pseudo.npz") if (folder / "pseudo.npz").is_file() else {}
-        pred = _load_npz(folder / "prediction.npz")["labels"] if (folder / "prediction.npz").is_file() else None
+        img = info.get("image")
+        if not isinstance(img, dict) or not isinstance(img.get("fingerprint"), str) or "affine" not in img:
+            raise SessionError("session.json is incomplete: 'image' needs 'fingerprint', 'shape' and 'affine'")
+        shape = _grid(img.get("shape"), "session.json")
+        try:
+            affine = np.asarray(img["affine"], dtype=float)
+        except (TypeError, ValueError):
+            affine = np.zeros(0)
+        if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
+            raise SessionError("session.json: the image affine must be a finite 4x4 matrix")
+        if "classes" not in info:
+            raise SessionError("session.json is incomplete: no class table")
+        classes = ClassTable.from_dict(info["classes"])
+        ckpt = info.get("checkpoint")
+        if ckpt is not None and (not isinstance(ckpt, str) or Path(ckpt).name != ckpt):
+            raise SessionError("session.json: 'checkpoint' must be a file name inside the session folder")
+        ann = _load_npz(folder / "annotations.npz", shape)["labels"]
+        pseudo = (_load_npz(folder / "pseudo.npz", shape, integer=("labels",))
+                  if (folder / "pseudo.npz").is_file() else {})
+        pred = _load_npz(folder / "prediction.npz", shape)["labels"] if (folder / "prediction.npz").is_file() else None
         conf = pseudo.get("confidence")
+        reviewed, settings = info.get("reviewed", []), info.get("settings", {})
+        if not isinstance(reviewed, list) or not all(isinstance(z, int) for z in reviewed) or not isinstance(settings, dict):
+            raise SessionError("session.json: 'reviewed' must be a list of slice numbers and 'settings' a mapping")
         return cls(
-            image_path=img.get("path"),
+            image_path=img.get("path") if isinstance(img.get("path"), str) else None,
             image_fingerprint=img["fingerprint"],
-            image_shape=tuple(img["shape"]),
-            image_affine=np.asarray(img["affine"], dtype=float),
-            classes=ClassTable.from_dict(info["classes"]),
+            image_shape=shape,
+            image_affine=affine,
+            classes=classes,
             annotations=ann,
             pseudo_labels=pseudo.get("labels"),
             pseudo_confidence=None if conf is None else conf.astype(np.float32),
             prediction=pred,
-            checkpoint=folder / info["checkpoint"] if info.get("checkpoint") else None,
-            embedding_cache=info.get("embedding_cache"),
-            reviewed=list(info.get("reviewed", [])),
-            settings=dict(info.get("settings", {})),
+            checkpoint=folder / ckpt if ckpt else None,
+            embedding_cache=info.get("embedding_cache") if isinstance(info.get("embedding_cache"), str) else None,
+            reviewed=list(reviewed),
+            settings=dict(settings),
         )
 
     def check_image(self, array: np.ndarray) -> None:

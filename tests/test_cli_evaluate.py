@@ -49,7 +49,7 @@ def test_evaluate_table_classes_names_and_spacing_override(pair, capsys):
     assert lines[0].split()[:2] == ["class", "Dice"]
     row1 = lines[1].split()
     assert row1[:5] == ["1", "RV", "0.0000", "2.00", "2.00"]  # one slice = 2 mm with the override
-    assert lines[3].split()[:3] == ["3", "LV", "1.0000"]  # absent from both: correctly absent
+    assert lines[3].split()[:3] == ["3", "LV", "n/a"]  # absent from both: excluded, not a perfect 1.0
     assert lines[4].startswith("mean") and "spacing (2, 1, 1) mm" in out
 
 

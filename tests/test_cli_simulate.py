@@ -81,7 +81,7 @@ def test_simulate_errors_one_line_exit_2(gt_file, tmp_path, capsys):
         (["simulate", str(gt_file), "--mode", "slices:2:5", "-o", str(out)], "axis 5"),
         (["simulate", str(gt_file), "--mode", "scribbles", "-o", str(out), "--background-label", "2"], "also a class"),
         (["simulate", str(gt_file), "--mode", "scribbles", "-o", str(tmp_path / "ann.txt")], ".nii.gz"),
-        (["simulate", str(gt_file), "--mode", "scribbles", "-o", str(gt_file)], "exists"),
+        (["simulate", str(gt_file), "--mode", "scribbles", "-o", str(gt_file)], "input of this run"),
     ]
     for argv, msg in cases:
         assert main(argv) == 2, argv

@@ -47,7 +47,7 @@ def test_dice_multiclass_and_empty_conventions():
     d = dice_per_class(pred, gt, [1, 2, 3, 5])
     assert d[1] == pytest.approx(4 / 6)
     assert d[2] == 0.0 and d[3] == 0.0
-    assert d[5] == 1.0  # absent in both: correctly absent
+    assert math.isnan(d[5])  # absent in both: nothing to measure, excluded (was 1.0, which inflated means)
     assert set(dice_per_class(pred, gt)) == {1, 2, 3}  # default: classes present in either
 
 
@@ -129,9 +129,9 @@ def test_distance_empty_conventions_and_means():
     assert c[1]["name"] == "RV" and c[1]["dice"] == 1.0 and c[1]["hd95_mm"] == 0.0
     assert c[2]["dice"] == 0.0 and math.isnan(c[2]["hd95_mm"]) and math.isnan(c[2]["assd_mm"])
     assert c[3]["dice"] == 0.0 and math.isnan(c[3]["hd95_mm"])
-    assert c[4]["dice"] == 1.0 and c[4]["hd95_mm"] == 0.0 and c[4]["assd_mm"] == 0.0
-    assert rec["undefined_distances"] == 2
-    assert rec["mean"]["dice"] == pytest.approx(0.5)  # misses count as 0 in the mean Dice
+    assert math.isnan(c[4]["dice"]) and math.isnan(c[4]["hd95_mm"]) and math.isnan(c[4]["assd_mm"])
+    assert rec["undefined_distances"] == 3 and rec["absent_classes"] == [4]
+    assert rec["mean"]["dice"] == pytest.approx(1 / 3)  # misses count as 0, the absent class is left out
     assert rec["mean"]["hd95_mm"] == 0.0  # NaN distances are left out of the mean
     assert math.isnan(mean_metrics({1: {"dice": 0.0, "hd95_mm": math.nan, "assd_mm": math.nan}})["hd95_mm"])
 

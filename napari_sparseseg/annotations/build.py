@@ -12,7 +12,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from ..errors import AnnotationError
-from .sparse import SparseAnnotation
+from .sparse import SparseAnnotation, whole_numbers
 
 
 def _unknown_values(values: Iterable[int], classes: Sequence[int], background_label: int) -> list[int]:
@@ -71,9 +71,9 @@ def from_layers(
             declared = tuple(classes) if classes else tuple(int(v) for v in np.unique(lab) if v not in (0, bg))
             if len(declared) != 1:
                 raise AnnotationError("point_labels are needed: say which class (or background) each point marks")
-            pl = np.full(len(pts), int(declared[0]))
+            pl = np.full(len(pts), int(declared[0]), dtype=np.int64)
         else:
-            pl = np.asarray(point_labels).astype(np.int64).reshape(-1)
+            pl = whole_numbers(point_labels, "point labels").reshape(-1)
             if len(pl) != len(pts):
                 raise AnnotationError(f"{len(pts)} points but {len(pl)} point labels")
         pl = np.where((pl <= 0) | (pl == bg), bg, pl)

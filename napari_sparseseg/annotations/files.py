@@ -12,6 +12,11 @@ without a sidecar (e.g. the ACDC scribbles) loads when the caller says the backg
 Both files are written atomically (temporary file + rename).  They are written one after the other,
 sidecar last, so a crash between the two leaves a new map beside the previous sidecar; the sidecar
 only holds declarations, which are re-checked against the map on load.
+
+``a.nii.gz`` and ``a.zarr`` would share ``a.json``; the sidecar therefore records the name of the map
+it describes (``"file"``).  Saving refuses to take over a sidecar that describes another map that still
+exists, and loading ignores a sidecar written for another map (so the other map's background label is
+never applied to this one).
 """
 
 from __future__ import annotations
@@ -47,10 +52,12 @@ def sidecar_path(path: str | Path) -> Path:
     return p.with_name(annotation_stem(p) + ".json")
 
 
-def sidecar_dict(ann: SparseAnnotation) -> dict[str, Any]:
+def sidecar_dict(ann: SparseAnnotation, file: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"file": file} if file else {}
     return {
         "format": SIDECAR_FORMAT,
         "version": SIDECAR_VERSION,
+        **out,
         "unmarked": 0,
         "background_label": int(ann.background_label),
         "classes": [int(c) for c in ann.classes],
@@ -66,15 +73,30 @@ def save_annotation(path: str | Path, ann: SparseAnnotation, like: Volume) -> tu
     path = Path(path)
     if ann.shape != like.shape:
         raise AnnotationError(f"annotation grid {ann.shape} does not match the image grid {like.shape}")
+    side = sidecar_path(path)
+    owner = _sidecar_owner(side)
+    if owner and owner != path.name and (path.parent / owner).exists():
+        raise AnnotationError(
+            f"{side.name} already describes {owner}; save {path.name} under another name (one sidecar per stem)"
+        )
     if is_nifti_path(path):
         write_labels_nifti(path, ann.labels, like)
     elif is_zarr_path(path):
         write_zarr(path, ann.labels, like, labels=True)
     else:
         raise AnnotationError(f"{path.name}: save annotations as .nii.gz, .nii or .zarr")
-    side = sidecar_path(path)
-    atomic_write_text(side, json.dumps(sidecar_dict(ann), indent=2) + "\n")
+    atomic_write_text(side, json.dumps(sidecar_dict(ann, path.name), indent=2) + "\n")
     return path, side
+
+
+def _sidecar_owner(side: Path) -> str | None:
+    """The map a sidecar says it describes (None: no sidecar, unreadable, or written before ``file``)."""
+    try:
+        data = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    owner = data.get("file") if isinstance(data, dict) else None
+    return owner if isinstance(owner, str) else None
 
 
 def read_sidecar(path: str | Path) -> dict[str, Any] | None:
@@ -84,10 +106,19 @@ def read_sidecar(path: str | Path) -> dict[str, Any] | None:
         return None
     try:
         data = json.loads(side.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise AnnotationError(f"{side.name}: unreadable annotation sidecar ({exc.__class__.__name__})") from exc
     if not isinstance(data, dict) or "background_label" not in data:
         raise AnnotationError(f"{side.name}: not an annotation sidecar (no 'background_label')")
+    owner = data.get("file")
+    if isinstance(owner, str) and owner != Path(path).name:
+        return None  # written for a.zarr, and this is a.nii.gz: not ours
+    if not _is_int(data.get("background_label")) or not _is_int(data.get("version", 1)):
+        raise AnnotationError(f"{side.name}: 'background_label' and 'version' must be whole numbers")
+    if not isinstance(data.get("classes", []), list) or not all(_is_int(c) for c in data.get("classes", [])):
+        raise AnnotationError(f"{side.name}: 'classes' must be a list of whole numbers")
+    if not isinstance(data.get("class_names", {}) or {}, dict):
+        raise AnnotationError(f"{side.name}: 'class_names' must be a mapping")
     if int(data.get("version", 1)) > SIDECAR_VERSION:
         raise AnnotationError(
             f"{side.name}: sidecar version {data['version']} is newer than this napari-sparseseg understands"
@@ -95,11 +126,17 @@ def read_sidecar(path: str | Path) -> dict[str, Any] | None:
     return data
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def load_annotation(
     path: str | Path,
     like: Volume | None = None,
     background_label: int | None = None,
     classes: Sequence[int] | None = None,
+    *,
+    for_training: bool = False,
 ) -> SparseAnnotation:
     """Read an annotation map (and its sidecar) as a :class:`SparseAnnotation`.
 
@@ -108,6 +145,10 @@ def load_annotation(
     the sidecar, else the values present.  With ``like``, the map must lie on ``like``'s grid.  Values
     that are neither a class nor the background raise; an annotation with no marks loads (an
     empty autosave is not an error -- :meth:`SparseAnnotation.validate` says whether it can train).
+
+    ``for_training=True`` (every command that computes from the marks) also runs that validation,
+    background marks included: a full label map passed as an annotation has no background marks and
+    would otherwise train a network that paints everything as foreground.
     """
     vol = read_labels(path, like)
     side = read_sidecar(path)
@@ -124,7 +165,10 @@ def load_annotation(
         classes = [int(c) for c in side["classes"]]
     names: dict[int, str] = {}
     if side is not None:
-        names = {int(k): str(v) for k, v in (side.get("class_names") or {}).items()}
+        try:
+            names = {int(k): str(v) for k, v in (side.get("class_names") or {}).items()}
+        except ValueError:
+            raise AnnotationError(f"{sidecar_path(path).name}: 'class_names' keys must be class ids") from None
     labels = np.asarray(vol.array)
     if classes:
         allowed = set(int(c) for c in classes) | {0, bg}
@@ -134,4 +178,11 @@ def load_annotation(
                 f"{name}: unknown label values {unknown}: classes are {sorted(int(c) for c in classes)} "
                 f"and background is {bg}"
             )
-    return SparseAnnotation(labels, bg, tuple(classes) if classes else (), names)
+    ann = SparseAnnotation(labels, bg, tuple(classes) if classes else (), names)
+    if for_training:
+        try:
+            ann.validate(like.shape if like is not None else None, require_background=True)
+        except AnnotationError as exc:
+            hint = " (is this a full label map rather than sparse marks?)" if "no background" in str(exc) else ""
+            raise AnnotationError(f"{name}: {exc}{hint}") from None
+    return ann

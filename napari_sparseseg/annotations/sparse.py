@@ -24,6 +24,24 @@ IGNORE_INDEX = -1
 """Target value for voxels no loss may look at (unmarked, or below the confidence threshold)."""
 
 
+def whole_numbers(values: Iterable[float] | np.ndarray, what: str = "mark values") -> np.ndarray:
+    """``values`` as int64, refusing fractions, NaN or non-numbers (``0.5`` must not silently become 0).
+
+    Every place that turns user-supplied numbers into mark values goes through this check.
+    """
+    arr = np.asarray(values)
+    if arr.dtype.kind in "iub":
+        return arr.astype(np.int64)
+    if arr.dtype.kind != "f":
+        raise AnnotationError(f"{what} must be whole numbers, got {arr.dtype}")
+    if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+        bad = arr[~np.isfinite(arr) | (arr != np.round(arr))].ravel()
+        raise AnnotationError(f"{what} must be whole numbers (found {bad[0]!r})")
+    if arr.size and (arr.max() > 2**31 - 1 or arr.min() < -(2**31)):
+        raise AnnotationError(f"{what} do not fit a 32-bit integer")
+    return arr.astype(np.int64)
+
+
 @dataclass
 class SparseAnnotation:
     """Sparse marks on an image grid.

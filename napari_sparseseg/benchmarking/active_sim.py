@@ -36,7 +36,8 @@ def default_strategy() -> str:
 
 
 def _mean_dice(pred: np.ndarray, gt: np.ndarray, classes: tuple[int, ...]) -> float:
-    return float(np.mean(list(dice_per_class(pred, gt, classes).values())))
+    vals = np.array(list(dice_per_class(pred, gt, classes).values()), dtype=float)
+    return float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
 
 
 def initial_model(case: Case, ann: SparseAnnotation, budget: Budget, setting: str = "",

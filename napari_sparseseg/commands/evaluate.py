@@ -66,6 +66,8 @@ def format_table(rec: dict[str, Any]) -> str:
     note = f"spacing ({sp}) mm"
     if rec.get("undefined_distances"):
         note += f"; {rec['undefined_distances']} distance(s) undefined (class absent from prediction or GT)"
+    if rec.get("absent_classes"):
+        note += f"; class(es) {rec['absent_classes']} absent from both maps: n/a, left out of the means"
     lines.append(note)
     return "\n".join(lines)
 

@@ -41,6 +41,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Check and reserve the checkpoint before any compute; commit it at the end."""
+    from ..io.outputs import OutputSet
+
+    outs = OutputSet(args.overwrite)
+    outs.add(args.output, "checkpoint", "-o")
+    with outs:
+        outs.reserve(inputs=args.images)
+        return _run(args, outs)
+
+
+def _run(args: argparse.Namespace, outs) -> int:
     import numpy as np
 
     from ..annotations.files import load_annotation
@@ -49,8 +60,6 @@ def run(args: argparse.Namespace) -> int:
     from ..training import TrainConfig
     from ..training.cohort import dense_item, pretrain_cohort
 
-    if args.output.exists() and not args.overwrite:
-        raise SparsesegError(f"{args.output} exists; pass --overwrite to replace it")
     if args.steps < 1:
         raise SparsesegError("--steps must be at least 1")
     t0 = time.perf_counter()
@@ -68,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
         if args.annotations is not None:
             from ..pseudo import make_pseudo_labels
 
-            ann = load_annotation(args.annotations / name, like=image, background_label=args.background_label)
+            ann = load_annotation(args.annotations / name, like=image, background_label=args.background_label,
+                                  for_training=True)
             bg = ann.background_label
             _say(args, f"{name}: pseudo-labels ({args.pseudo_method})")
             pseudo = make_pseudo_labels(image, ann, method=args.pseudo_method)
@@ -101,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
-    trainer.save(args.output)
+    trainer.save(outs.stage(args.output))
+    outs.commit()
     _say(args, f"wrote {args.output} ({trainer.step} steps, {time.perf_counter() - t0:.1f} s)")
     return 0
 

@@ -60,6 +60,17 @@ def _write(path: Path, array: np.ndarray, like, *, labels: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Check and reserve both outputs before any compute; commit them together at the end."""
+    from ..io.outputs import OutputSet
+
+    with OutputSet(args.overwrite) as outs:
+        outs.add(args.output, "volume", "-o")
+        outs.add(args.confidence, "volume", "--confidence")
+        outs.reserve(inputs=(args.image, args.annotations))
+        return _run(args, outs)
+
+
+def _run(args: argparse.Namespace, outs) -> int:
     import os
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: no spinning threads on a busy CPU
@@ -68,15 +79,10 @@ def run(args: argparse.Namespace) -> int:
     from ..pseudo import make_pseudo_labels
     from ..sam.cache import default_cache_dir
 
-    for out in (args.output, args.confidence):
-        if Path(out).exists() and not args.overwrite:
-            raise AnnotationError(f"{out} exists; pass --overwrite to replace it")
-    if Path(args.output).resolve() == Path(args.confidence).resolve():
-        raise AnnotationError("-o and --confidence must be different files")
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise AnnotationError(f"--threshold must lie in [0, 1], got {args.threshold}")
     image = read_volume(args.image)
-    ann = load_annotation(args.annotations, like=image, background_label=args.background_label)
+    ann = load_annotation(args.annotations, like=image, background_label=args.background_label, for_training=True)
     cache_dir = None if args.no_cache else (args.cache or default_cache_dir())
     t0 = time.perf_counter()
 
@@ -90,8 +96,9 @@ def run(args: argparse.Namespace) -> int:
     conf = pl.confidence
     if args.threshold is not None:
         conf = np.where(pl.confident(args.threshold), conf, 0.0).astype(np.float32)
-    _write(Path(args.output), pl.labels, image, labels=True)
-    _write(Path(args.confidence), conf, image, labels=False)
+    _write(outs.stage(args.output), pl.labels, image, labels=True)
+    _write(outs.stage(args.confidence), conf, image, labels=False)
+    outs.commit()
     counts = {int(c): int((pl.labels == c).sum()) for c in pl.classes}
     kept = pl.fraction_kept(args.threshold if args.threshold is not None else 0.5)
     print(f"{args.output}: method {pl.info.get('method')}, classes {counts}, "

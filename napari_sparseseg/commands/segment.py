@@ -37,6 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--pseudo-method", default="auto",
                    help="pseudo-label method (see `sparseseg pseudo --help`), or 'none' to train on the marks only")
     p.add_argument("--threshold", type=float, default=0.5, help="ignore pseudo-labels below this confidence")
+    p.add_argument("--pseudo-seconds", type=float, default=900.0,
+                   help="stop with an error if pseudo-labelling takes longer than this (default 900)")
     p.add_argument("--method", default="default",
                    help="training method: default (one U-Net, the Trainer) or a seed paper's variant: sa-net, "
                    "clg-vq, rada, dk-uxnet (see docs/methods/); --init/--save-model need the default")
@@ -47,14 +49,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
-
-
-def _check_outputs(paths: list[Path | None], overwrite: bool) -> None:
-    from ..errors import SparsesegError
-
-    for p in paths:
-        if p is not None and p.exists() and not overwrite:
-            raise SparsesegError(f"{p} exists; pass --overwrite to replace it")
 
 
 def _write(path: Path, array, like) -> None:
@@ -69,6 +63,18 @@ def _write(path: Path, array, like) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Check and reserve every output before any compute; commit them together at the end."""
+    from ..io.outputs import OutputSet
+
+    with OutputSet(args.overwrite) as outs:
+        outs.add(args.output, "volume", "-o")
+        outs.add(args.uncertainty, "volume", "--uncertainty")
+        outs.add(args.save_model, "checkpoint", "--save-model")
+        outs.reserve(inputs=(args.image, args.annotations, args.init))
+        return _run(args, outs)
+
+
+def _run(args: argparse.Namespace, outs) -> int:
     import os
 
     # OpenMP threads that spin while waiting make a step ~10x slower on a busy 2-core laptop
@@ -78,7 +84,6 @@ def run(args: argparse.Namespace) -> int:
     from ..io import read_volume
     from ..training import TrainConfig, Trainer
 
-    _check_outputs([args.output, args.save_model, args.uncertainty], args.overwrite)
     if args.method != "default":
         from ..errors import SparsesegError
         from ..methods import load_all
@@ -87,9 +92,16 @@ def run(args: argparse.Namespace) -> int:
             raise SparsesegError(f"unknown method {args.method!r}; choose from {', '.join(sorted(load_all()))}")
         if args.init is not None or args.save_model is not None:
             raise SparsesegError("--init and --save-model work with --method default only")
+    # settings and device are checked before anything is read or computed (one line, exit 2)
+    from ..training.trainer import pick_device
+
+    cfg = TrainConfig(seed=args.seed, device=args.device, network=args.network, budget_seconds=args.budget_seconds,
+                      max_steps=args.max_steps, threshold=args.threshold, threads=args.threads,
+                      preview_every_seconds=1e9, first_preview_seconds=1e9)
+    pick_device(cfg.device)
     t0 = time.perf_counter()
     image = read_volume(args.image)
-    ann = load_annotation(args.annotations, like=image, background_label=args.background_label)
+    ann = load_annotation(args.annotations, like=image, background_label=args.background_label, for_training=True)
     ann.validate(image.shape)
     init = None
     if args.init is not None:  # fail before the slow steps if the checkpoint is unusable
@@ -102,13 +114,11 @@ def run(args: argparse.Namespace) -> int:
         from ..pseudo import make_pseudo_labels
 
         _say(args, f"pseudo-labels ({args.pseudo_method}) ...")
-        pseudo = make_pseudo_labels(image, ann, method=args.pseudo_method, threshold=args.threshold)
+        pseudo = make_pseudo_labels(image, ann, method=args.pseudo_method, threshold=args.threshold,
+                                    time_limit=args.pseudo_seconds)
         _say(args, f"pseudo-labels ready in {time.perf_counter() - t0:.1f} s")
-    cfg = TrainConfig(seed=args.seed, device=args.device, network=args.network, budget_seconds=args.budget_seconds,
-                      max_steps=args.max_steps, threshold=args.threshold, threads=args.threads,
-                      preview_every_seconds=1e9, first_preview_seconds=1e9)
     if args.method != "default":
-        return _run_method(args, image, ann, pseudo, cfg, t0)
+        return _run_method(args, image, ann, pseudo, cfg, t0, outs)
     trainer = Trainer(image, ann, cfg, pseudo=pseudo, init=init)
     if args.budget_seconds <= 0 or args.max_steps == 0:
         _say(args, f"no training: prediction of {'the loaded model' if init else 'the untrained network (= pseudo-labels)'}")
@@ -133,16 +143,17 @@ def run(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
     assert final is not None and final.prediction is not None
-    _write(args.output, final.prediction, image)
+    _write(outs.stage(args.output), final.prediction, image)
     if args.uncertainty is not None and final.uncertainty is not None:
-        _write(args.uncertainty, final.uncertainty, image)
+        _write(outs.stage(args.uncertainty), final.uncertainty, image)
     if args.save_model is not None:
-        trainer.save(args.save_model)
+        trainer.save(outs.stage(args.save_model))
+    outs.commit()
     _say(args, f"wrote {args.output} ({final.step} steps, {time.perf_counter() - t0:.1f} s in total)")
     return 0
 
 
-def _run_method(args: argparse.Namespace, image, ann, pseudo, cfg, t0: float) -> int:
+def _run_method(args: argparse.Namespace, image, ann, pseudo, cfg, t0: float, outs) -> int:
     """A seed-paper method (``napari_sparseseg.methods``): same inputs, same outputs, its own loop."""
     from ..methods import make_context, run_method
 
@@ -166,9 +177,10 @@ def _run_method(args: argparse.Namespace, image, ann, pseudo, cfg, t0: float) ->
     finally:
         if bar is not None:
             bar.close()
-    _write(args.output, out.labels, image)
+    _write(outs.stage(args.output), out.labels, image)
     if args.uncertainty is not None and out.uncertainty is not None:
-        _write(args.uncertainty, out.uncertainty, image)
+        _write(outs.stage(args.uncertainty), out.uncertainty, image)
+    outs.commit()
     _say(args, f"wrote {args.output} ({out.info.get('steps', '?')} steps, {time.perf_counter() - t0:.1f} s in total)")
     return 0
 

@@ -63,12 +63,20 @@ def run(args: argparse.Namespace) -> int:
     from ..annotations import save_annotation, simulate_points, simulate_scribbles, simulate_slices
     from ..io import read_labels
 
+    from ..io.outputs import OutputSet
+
     mode = parse_mode(args.mode)
     out = Path(args.output)
-    if out.exists() and not args.overwrite:
-        raise AnnotationError(f"{out} exists; pass --overwrite to replace it")
-    if out.resolve() == Path(args.labels).resolve():
-        raise AnnotationError("the output would replace the input label map; choose another -o")
+    with OutputSet(args.overwrite) as outs:  # checked and reserved first; save_annotation writes atomically
+        outs.add(out, "volume", "-o")
+        outs.reserve(inputs=(args.labels,))
+        return _simulate(args, mode, out)
+
+
+def _simulate(args: argparse.Namespace, mode, out: Path) -> int:
+    from ..annotations import save_annotation, simulate_points, simulate_scribbles, simulate_slices
+    from ..io import read_labels
+
     gt = read_labels(args.labels)
     dense = gt.array
     if mode.axis >= dense.ndim or mode.axis < 0:

@@ -13,14 +13,17 @@ differ):
 ground truth / prediction   Dice    HD95 / ASSD          why
 ==========================  ======  ===================  ==========================================
 both present                usual   usual (mm)
-both empty                  1.0     0.0                  the class is correctly absent
+both empty                  NaN     NaN                  nothing to measure: the class is excluded
 GT empty, prediction not    0.0     NaN                  false positive; no reference surface
 GT present, prediction not  0.0     NaN                  missed class; no predicted surface
 ==========================  ======  ===================  ==========================================
 
-Means over classes (:func:`mean_metrics`) use ``nanmean``: a NaN distance is left out of the mean
-distance but every miss already counts as Dice 0 in the mean Dice, and :func:`evaluate_labels` reports
-how many distances were undefined so nothing is hidden.  MONAI's HD95 is the maximum of the two
+A class absent from both maps scores NaN, not 1.0: a perfect score for a class nobody drew or
+predicted would inflate the mean Dice of every case that lacks it (a structure not in this scan, a
+class id mistyped on the command line).  Means over classes (:func:`mean_metrics`) use ``nanmean``:
+absent classes and NaN distances are left out, while every miss or false positive still counts as
+Dice 0; :func:`evaluate_labels` reports how many classes were absent and how many distances were
+undefined, so nothing is hidden.  MONAI's HD95 is the maximum of the two
 directed 95th percentiles (not the percentile of the pooled distances, as in medpy).
 """
 
@@ -52,7 +55,7 @@ def present_classes(*label_maps: np.ndarray) -> tuple[int, ...]:
 
 
 def dice_per_class(pred: np.ndarray, gt: np.ndarray, classes: Iterable[int] | None = None) -> dict[int, float]:
-    """Dice ``2|P∩G| / (|P|+|G|)`` per class; both empty -> 1.0 (see the module docstring).
+    """Dice ``2|P∩G| / (|P|+|G|)`` per class; both empty -> NaN (see the module docstring).
 
     ``classes`` defaults to the positive values in either map.  One pass of ``bincount`` over the
     joint labels, so it costs about one read of each array whatever the number of classes.
@@ -71,7 +74,7 @@ def dice_per_class(pred: np.ndarray, gt: np.ndarray, classes: Iterable[int] | No
         for c in cls:
             pc, gc = p == c, g == c
             denom = int(pc.sum()) + int(gc.sum())
-            out_big[c] = 1.0 if denom == 0 else float(2.0 * np.count_nonzero(pc & gc) / denom)
+            out_big[c] = math.nan if denom == 0 else float(2.0 * np.count_nonzero(pc & gc) / denom)
         return out_big
     joint = np.bincount(p * n + g, minlength=n * n).reshape(n, n)
     npred = joint.sum(axis=1)
@@ -79,7 +82,7 @@ def dice_per_class(pred: np.ndarray, gt: np.ndarray, classes: Iterable[int] | No
     out: dict[int, float] = {}
     for c in cls:
         denom = npred[c] + ngt[c]
-        out[c] = 1.0 if denom == 0 else float(2.0 * joint[c, c] / denom)
+        out[c] = math.nan if denom == 0 else float(2.0 * joint[c, c] / denom)
     return out
 
 
@@ -104,7 +107,7 @@ def surface_distances(
         pc, gc = pred == c, gt == c
         has_p, has_g = bool(pc.any()), bool(gc.any())
         if not has_p and not has_g:
-            out[c] = (0.0, 0.0)
+            out[c] = (math.nan, math.nan)  # absent from both: excluded, like its Dice
         elif has_p != has_g:
             out[c] = (math.nan, math.nan)
         else:
@@ -165,11 +168,12 @@ def evaluate_labels(
         "mean": mean_metrics(per),
         "spacing_mm": [float(s) for s in (spacing if spacing is not None else [1.0] * pred.ndim)],
         "undefined_distances": int(sum(1 for r in per.values() if math.isnan(r["hd95_mm"]))) if distances else 0,
+        "absent_classes": [c for c, r in per.items() if r["voxels_pred"] == 0 and r["voxels_gt"] == 0],
     }
 
 
 def mean_metrics(per_class: dict[int, dict[str, Any]]) -> dict[str, float]:
-    """Class means: Dice with every class, distances with ``nanmean`` (NaN when all are undefined)."""
+    """Class means with ``nanmean``: absent classes and undefined distances are left out (NaN when none is left)."""
     out: dict[str, float] = {}
     for key in ("dice", "hd95_mm", "assd_mm"):
         vals = np.array([r[key] for r in per_class.values()], dtype=float)

@@ -22,8 +22,18 @@ import numpy as np
 
 from ..errors import VolumeError
 
-#: refuse headers that claim more voxels than this before allocating anything (fuzzed/corrupt files)
-MAX_VOXELS = 2**31
+#: refuse headers that claim more voxels than this before allocating anything (fuzzed/corrupt files):
+#: 2**29 = 512 Mi voxels (a 1024 x 1024 x 512 scan, 2 GiB as float32); ``SPARSESEG_MAX_VOXELS`` raises it
+MAX_VOXELS = 2**29
+
+
+def max_voxels() -> int:
+    import os
+
+    try:
+        return int(os.environ.get("SPARSESEG_MAX_VOXELS", MAX_VOXELS))
+    except ValueError:
+        return MAX_VOXELS
 
 
 def reason(exc: BaseException) -> str:
@@ -52,8 +62,11 @@ def check_shape(shape: tuple[int, ...], name: str) -> tuple[tuple[int, int, int]
     shape3 = (int(shape[0]), int(shape[1]), int(shape[2]))
     if min(shape3) == 0:
         raise VolumeError(f"{name}: the image has an empty axis (shape {shape3})")
-    if int(np.prod(shape3, dtype=np.float64)) > MAX_VOXELS:
-        raise VolumeError(f"{name}: shape {shape3} is implausibly large (corrupt header?)")
+    if float(np.prod(shape3, dtype=np.float64)) > max_voxels():
+        raise VolumeError(
+            f"{name}: shape {shape3} is implausibly large (corrupt header?); the limit is {max_voxels()} voxels "
+            "(set SPARSESEG_MAX_VOXELS to raise it)"
+        )
     return shape3, notes
 
 

@@ -115,11 +115,18 @@ def read_nifti(path: str | Path, *, nonfinite: str = "raise", is_label: bool = F
     return Volume(array=arr, affine=affine, name=nifti_stem(path), source=path, meta=meta)
 
 
-def _check_size(path: Path, expected: int) -> None:
-    """Refuse a header that promises more data than the file can hold, *before* nibabel allocates it.
+#: above this compression ratio a .nii.gz is decompressed once, in 1 MiB pieces, to prove that the data
+#: its header promises is there before anything of that size is allocated
+SUSPICIOUS_RATIO = 50
 
-    Deflate cannot compress better than about 1032:1, which bounds a .nii.gz; a corrupt header
-    claiming gigabytes would otherwise make nibabel allocate that buffer and only then fail.
+
+def _check_size(path: Path, expected: int) -> None:
+    """Refuse a header that promises more data than the file holds, *before* nibabel allocates it.
+
+    An uncompressed file must be at least as large as the header says.  Deflate cannot compress
+    better than about 1032:1, which bounds a .nii.gz; above :data:`SUSPICIOUS_RATIO` the stream is
+    decompressed (bounded memory, stopping as soon as enough bytes are seen), so a small file whose
+    header claims gigabytes costs one streaming pass, not gigabytes of memory.
     """
     size = path.stat().st_size
     gz = path.name.lower().endswith(".gz")
@@ -130,6 +137,31 @@ def _check_size(path: Path, expected: int) -> None:
             f"{path.name}: truncated or corrupt: the header needs {expected} bytes but a {what} {size} bytes "
             "cannot hold them"
         )
+    if gz and expected > size * SUSPICIOUS_RATIO + 65536:
+        have = _gzip_length_at_least(path, expected)
+        if have < expected:
+            raise VolumeError(
+                f"{path.name}: truncated or corrupt: the header needs {expected} bytes but the compressed "
+                f"data holds {have}"
+            )
+
+
+def _gzip_length_at_least(path: Path, wanted: int, piece: int = 1 << 20) -> int:
+    """Bytes of decompressed data, counting up to ``wanted`` (never holds more than ``piece`` bytes)."""
+    import gzip
+    import zlib
+
+    n = 0
+    try:
+        with gzip.open(path, "rb") as fh:
+            while n < wanted:
+                chunk = fh.read(min(piece, wanted - n))
+                if not chunk:
+                    break
+                n += len(chunk)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise VolumeError(f"{path.name}: corrupt compressed data ({reason(exc)})") from None
+    return n
 
 
 # ---------------------------------------------------------------------------------------- writing

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable
 
 import numpy as np
 
 from ..annotations.sparse import SparseAnnotation
-from ..errors import AnnotationError
+from ..errors import AnnotationError, PseudoLabelError
 from ..io.volume import Volume
 from .types import PseudoLabels
 from .walker import random_walker_pseudo
@@ -29,6 +30,26 @@ def _as_image(image: Volume | np.ndarray) -> tuple[np.ndarray, tuple[float, floa
     return arr, (1.0, 1.0, 1.0)
 
 
+def _bounded(progress: Callable[[int, int], None] | None, time_limit: float | None) -> Callable[[int, int], None] | None:
+    """Wrap ``progress`` so that it raises once ``time_limit`` seconds have passed (None: unbounded)."""
+    if time_limit is None:
+        return progress
+    if not time_limit > 0:
+        raise PseudoLabelError(f"the pseudo-label time limit must be > 0 seconds, got {time_limit}")
+    t0 = time.monotonic()
+
+    def check(done: int, total: int) -> None:
+        if progress is not None:
+            progress(done, total)
+        if done < total and time.monotonic() - t0 > time_limit:
+            raise PseudoLabelError(
+                f"pseudo-labels took longer than {time_limit:g} s ({done} of {total} slices done); "
+                "raise the limit, crop the image or use a faster method (random-walker-nearest)"
+            )
+
+    return check
+
+
 def make_pseudo_labels(
     image: Volume | np.ndarray,
     ann: SparseAnnotation,
@@ -37,6 +58,7 @@ def make_pseudo_labels(
     backend: Any = None,
     threshold: float = DEFAULT_THRESHOLD,
     progress: Callable[[int, int], None] | None = None,
+    time_limit: float | None = None,
     **options: Any,
 ) -> PseudoLabels:
     """Dense pseudo-labels + per-voxel confidence from sparse marks, with the marks mixed in.
@@ -48,6 +70,8 @@ def make_pseudo_labels(
         backend: a SAM backend or engine (only for the SAM-based methods; default LiteMedSAM).
         threshold: recorded in ``info``; the caller applies it with ``PseudoLabels.confident(t)``.
         progress: ``progress(done, total)`` callback (for the widget's progress bar).
+        time_limit: seconds after which the run stops with :class:`PseudoLabelError` instead of
+            spinning on (checked after every slice, through the progress callback every method calls).
     """
     arr, spacing = _as_image(image)
     if arr.ndim != 3:
@@ -55,8 +79,11 @@ def make_pseudo_labels(
     ann.validate(arr.shape)
     if method not in METHODS:
         raise AnnotationError(f"unknown pseudo-label method {method!r}; choose one of {', '.join(METHODS)}")
+    if not 0.0 <= float(threshold) <= 1.0:
+        raise AnnotationError(f"the confidence threshold must lie in [0, 1], got {threshold}")
     if method == "auto":
         method = DEFAULT_METHOD
+    progress = _bounded(progress, time_limit)
     if method.startswith("random-walker"):
         options.pop("cache_dir", None)  # the walker needs no embeddings
         unmarked = {"random-walker": "walker3d", "random-walker-nearest": "nearest",

@@ -10,12 +10,19 @@ def normalize_intensity(image: np.ndarray, lo: float = 0.5, hi: float = 99.5) ->
 
     Why per volume and not per slice: a slice that holds only background would otherwise be stretched
     to full contrast and look like tissue to the walker and to SAM.
+
+    When the percentiles coincide (a mostly empty volume whose structure covers less than
+    ``100 - hi`` percent of the voxels), the full min..max range is used instead, so the structure keeps
+    its contrast.  A constant volume maps to zeros: there is no contrast to keep, and the walker
+    (:func:`~napari_sparseseg.pseudo.walker.walker_probabilities`) handles a zero spread explicitly.
     """
     arr = np.asarray(image, dtype=np.float32)
     finite = np.isfinite(arr)
     if not finite.all():
         arr = np.where(finite, arr, 0.0).astype(np.float32)
-    a, b = np.percentile(arr, [lo, hi]) if arr.size else (0.0, 1.0)
-    if b - a < 1e-6:
-        b = a + 1.0
+    a, b = (float(v) for v in np.percentile(arr, [lo, hi])) if arr.size else (0.0, 1.0)
+    if b - a < 1e-6 and arr.size:
+        a, b = float(arr.min()), float(arr.max())
+    if not b - a >= 1e-6:  # constant (or empty) volume: no contrast at all
+        return np.zeros(arr.shape, dtype=np.float32)
     return np.clip((arr - a) / (b - a), 0.0, 1.0).astype(np.float32)

@@ -22,6 +22,7 @@ from scipy import ndimage as ndi
 from skimage.segmentation import random_walker
 
 from ..annotations.sparse import SparseAnnotation
+from ..errors import PseudoLabelError
 from .normalize import normalize_intensity
 from .types import PseudoLabels
 
@@ -43,6 +44,12 @@ def walker_probabilities(
     """Full probabilities ``(n_channels, *image.shape)`` from seeds valued ``channel + 1``.
 
     Channels with no seed get probability 0.  With a single seed value, that channel gets 1 everywhere.
+
+    Zero spread (a constant slice or volume): scikit-image divides ``beta`` by the image's standard
+    deviation, so a constant image gives NaN edge weights and a conjugate-gradient solve that never
+    converges (it then runs ``10 * n`` iterations: minutes on one slice).  There are no edges to follow
+    in a constant image, so every edge gets the same weight (``beta = 0``: a walk on a uniform graph,
+    i.e. harmonic interpolation between the seeds), which is the walker's own limit as contrast -> 0.
     """
     present = [int(v) for v in np.unique(seeds) if v > 0]
     out = np.zeros((n_channels,) + image.shape, dtype=np.float32)
@@ -55,13 +62,22 @@ def walker_probabilities(
         for v in present:
             out[v - 1] = seeds == v
         return out
+    data = image.astype(np.float64)
+    if not np.all(np.isfinite(data)):
+        raise PseudoLabelError("the image holds NaN or infinite values; the walker cannot use them")
+    if float(data.std()) < 1e-8:
+        # uniform weights; skimage still divides by std, so hand it any non-constant array with beta 0
+        data = np.arange(data.size, dtype=np.float64).reshape(data.shape)
+        beta = 0.0
     with warnings.catch_warnings():
         # the solver's tolerance lets probabilities overshoot [0, 1] slightly; we clip below
         warnings.filterwarnings("ignore", message="The probability range is outside")
         prob = random_walker(
-            image.astype(np.float64), seeds, beta=beta, mode="cg_j", tol=1e-3, return_full_prob=True,
+            data, seeds, beta=beta, mode="cg_j", tol=1e-3, return_full_prob=True,
             spacing=spacing,
         )
+    if not np.all(np.isfinite(prob)):
+        raise PseudoLabelError("the random walker did not converge (non-finite probabilities)")
     prob = np.clip(prob, 0.0, 1.0)
     # the solver's tolerance can leave a voxel with every channel <= 0 (seen along the last column of
     # brain MRI slices); an all-zero prior lets the network paint anything there, so such voxels take

@@ -73,6 +73,29 @@ class TrainConfig:
     warm_budget_seconds: float | None = None
     warm_lr_scale: float = 0.3
 
+    def __post_init__(self) -> None:
+        """Refuse settings that would spin or fail later (a negative budget, a threshold outside 0-1)."""
+        from ..errors import SparsesegError
+
+        def bad(msg: str) -> SparsesegError:
+            return SparsesegError(msg)
+
+        if not (isinstance(self.budget_seconds, (int, float)) and math.isfinite(self.budget_seconds)
+                and self.budget_seconds >= 0):
+            raise bad(f"the training budget must be a finite number of seconds >= 0, got {self.budget_seconds}")
+        if self.warm_budget_seconds is not None and not (math.isfinite(self.warm_budget_seconds) and self.warm_budget_seconds >= 0):
+            raise bad(f"the warm-start budget must be >= 0 seconds, got {self.warm_budget_seconds}")
+        if self.max_steps is not None and self.max_steps < 0:
+            raise bad(f"max_steps must be >= 0, got {self.max_steps}")
+        if not (math.isfinite(self.threshold) and 0.0 <= self.threshold <= 1.0):
+            raise bad(f"the confidence threshold must lie in [0, 1], got {self.threshold}")
+        if self.threads is not None and self.threads < 1:
+            raise bad(f"threads must be >= 1, got {self.threads}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise bad(f"the learning rate must be > 0, got {self.lr}")
+        if self.batch is not None and self.batch < 1:
+            raise bad(f"batch must be >= 1, got {self.batch}")
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -59,6 +59,13 @@ def predict_probabilities(
 def probabilities_to_outputs(prob: torch.Tensor, lut: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Label map (via ``lut``: channel -> class id) and normalised entropy uncertainty in [0, 1]."""
     k = prob.shape[0]
+    if not bool(torch.isfinite(prob).all()):
+        from ..errors import CheckpointError
+
+        raise CheckpointError(
+            "the network's output holds NaN or infinite values (diverged training or damaged weights); "
+            "nothing was written - lower the learning rate or start from another checkpoint"
+        )
     labels = lut[prob.argmax(0).numpy()].astype(np.int16)
     p = prob.clamp_min(1e-8)
     ent = -(p * p.log()).sum(0) / np.log(k) if k > 1 else torch.zeros_like(p[0])

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..annotations.sparse import IGNORE_INDEX, SparseAnnotation
-from ..errors import AnnotationError, CheckpointError
+from ..errors import AnnotationError, CheckpointError, SparsesegError
 from ..io.volume import Volume
 from ..models.networks import NetworkSpec, build_network, choose_network, default_spec
 from . import augment as aug
@@ -29,9 +29,27 @@ from .losses import consistency, partial_ce, soft_dice, weighted_ce
 
 
 def pick_device(requested: str = "auto") -> torch.device:
-    """``"auto"``: CUDA if present, then Apple MPS, else the CPU."""
+    """``"auto"``: CUDA if present, then Apple MPS, else the CPU.
+
+    A named device is checked here, once: a misspelt one, or CUDA/MPS on a machine without it, is a
+    one-line :class:`SparsesegError`, not a torch traceback in the middle of training.
+    """
     if requested != "auto":
-        return torch.device(requested)
+        try:
+            dev = torch.device(requested)
+        except (RuntimeError, ValueError, TypeError):
+            raise SparsesegError(f"unknown device {requested!r}: use auto, cpu, cuda, cuda:N or mps") from None
+        if dev.type == "cuda":
+            n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            if n == 0 or (dev.index is not None and dev.index >= n):
+                raise SparsesegError(f"device {requested!r} is not available here ({n} CUDA device(s)); use auto or cpu")
+        elif dev.type == "mps":
+            mps = getattr(torch.backends, "mps", None)
+            if mps is None or not mps.is_available():
+                raise SparsesegError(f"device {requested!r} is not available here; use auto or cpu")
+        elif dev.type != "cpu":
+            raise SparsesegError(f"device {requested!r} is not supported: use auto, cpu, cuda, cuda:N or mps")
+        return dev
     if torch.cuda.is_available():
         return torch.device("cuda")
     mps = getattr(torch.backends, "mps", None)
@@ -79,7 +97,9 @@ class Trainer:
             try:
                 self.model.load_state_dict(init_state)
             except RuntimeError as exc:
-                raise CheckpointError(f"checkpoint weights do not fit {self.spec.name}: {str(exc).splitlines()[0]}") from None
+                # torch lists every mismatch on its own line: keep them all, on one line
+                detail = "; ".join(ln.strip() for ln in str(exc).splitlines()[1:] if ln.strip()) or str(exc)
+                raise CheckpointError(f"checkpoint weights do not fit {self.spec.name}: {detail}") from None
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
         self.step = 0
         self._lock = threading.RLock()

@@ -290,11 +290,13 @@ class SparseSegWidget(QWidget):
 
     def close_session(self) -> None:
         """Stop the worker, flush the autosave and record a clean exit (called when the widget closes)."""
-        self.training.reset()
-        self.files.flush_autosave(clean_exit=True)
-        self.files.shutdown()
-        self.sam.jobs.drop_pending()
-        self.sam.jobs.shutdown(30)
+        try:
+            self.training.reset()
+            self.files.flush_autosave(clean_exit=True)
+        finally:  # a failing autosave must not leave the background jobs running
+            self.files.shutdown()
+            self.sam.jobs.drop_pending()
+            self.sam.jobs.shutdown(30)
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt override
         self.close_session()

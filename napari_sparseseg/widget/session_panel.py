@@ -227,9 +227,14 @@ class SessionPanel(QGroupBox):
             if not folder:
                 return None
         s = Session.load(folder)
-        image = self._find_image(s)
+        image, added = self._find_image(s)
+        try:  # before switching: set_image resets the model and removes the prediction and its corrections
+            s.check_image(np.asarray(image.data))
+        except SessionError:
+            if added and image in host.viewer.layers:
+                host.viewer.layers.remove(image)
+            raise
         host.set_image(image)
-        s.check_image(np.asarray(image.data))
         host.classes = s.classes
         host.class_table.set_table(s.classes)
         host._on_classes_changed()
@@ -264,17 +269,18 @@ class SessionPanel(QGroupBox):
         host.set_status(f"session {Path(folder).name} reopened ({int(np.count_nonzero(s.annotations))} marks)")
         return s
 
-    def _find_image(self, s: Session):
+    def _find_image(self, s: Session) -> tuple[Any, bool]:
+        """The session's image layer, and whether it was opened from disk just now."""
         for layer in self.host._images():
             if tuple(layer.data.shape) == s.image_shape and image_fingerprint(np.asarray(layer.data)) == s.image_fingerprint:
-                return layer
+                return layer, False
         if not s.image_path or not Path(s.image_path).exists():
             raise SessionError(f"the session's image {s.image_path!r} is not open and cannot be found; open it first")
         added = self.host.viewer.open(s.image_path, plugin="napari-sparseseg")
         images = [ly for ly in added if ly.__class__.__name__ == "Image"]
         if not images:
             raise SessionError(f"{s.image_path} did not open as an image")
-        return images[0]
+        return images[0], True
 
     def _load_model(self, s: Session) -> None:
         """Rebuild the trainer from the checkpoint so "Continue" fine-tunes the saved model."""
