@@ -12,8 +12,7 @@ import traceback
 from typing import Any, Callable
 
 
-class Cancelled(Exception):
-    """The caller asked to stop; the child process was terminated."""
+from ..loop.background import Cancelled  # one "stopped on request" for every background run
 
 
 def _child(conn: Any, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
