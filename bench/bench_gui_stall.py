@@ -1,10 +1,12 @@
-"""GUI responsiveness while training: thread worker vs subprocess worker (decides the widget's default).
+"""GUI responsiveness while training in the loop's background thread, and while a correction is refined.
 
 A Qt event loop (QCoreApplication: no display needed) runs a 10 ms QTimer probe and records the gap
 between ticks; a second 50 ms timer polls the worker and copies every streamed prediction into a
 buffer, as the widget does when it refreshes its Labels layer.  The longest gap is the longest the
-GUI would have been frozen.  Modes, side by side in one run: ``idle`` (no training), ``thread``
-(:class:`ThreadWorker`) and ``process`` (:class:`ProcessWorker`, torch.multiprocessing spawn).
+GUI would have been frozen.  Modes, side by side in one run: ``idle`` (no training) and ``thread``
+(the correction loop's :class:`BackgroundRun`, what the widget runs).  A ``process`` mode (the trainer
+in a spawned subprocess) was measured earlier against ``thread`` and lost (``bench/results/gui_stall/``
+history); torch releases the GIL, so the loop keeps one background thread.
 
 Refine modes (a pushed correction re-solves the pseudo-labels around it, ``refine_around_marks``): three
 simulated corrections (the active-learning benchmark's ``correct_slice`` against the expert labels, on
@@ -14,9 +16,9 @@ previous result is adopted: ``refine-gui`` walks on the GUI thread (the widget b
 through the same queue in a spawned process (the widget's choice).  ``latency_s``: push -> result
 adopted on the GUI thread.
 
-    python bench/bench_gui_stall.py --seconds 25 --json out.json
-    python bench/bench_gui_stall.py --modes idle,refine-gui,refine-thread,refine-process \
-        --json bench/gui_stall_results.json --md bench/gui_stall_results.md
+    python bench/scripts/bench_gui_stall.py --seconds 25 --json out.json
+    python bench/scripts/bench_gui_stall.py --modes idle,refine-gui,refine-thread,refine-process \
+        --json bench/results/gui_stall/results.json --md bench/results/gui_stall/results.md
 """
 
 from __future__ import annotations
@@ -48,8 +50,8 @@ def acdc_case(data: Path, case: str = "patient001_frame01"):
 def measure(mode: str, seconds: float, vol, ann, pseudo) -> dict:
     from qtpy.QtCore import QCoreApplication, QTimer
 
+    from napari_sparseseg.loop import BackgroundRun, CorrectionLoop
     from napari_sparseseg.training import TrainConfig
-    from napari_sparseseg.training.worker import ProcessWorker, ThreadWorker
 
     app = QCoreApplication.instance() or QCoreApplication(sys.argv[:1])
     gaps: list[float] = []
@@ -59,9 +61,12 @@ def measure(mode: str, seconds: float, vol, ann, pseudo) -> dict:
     cfg = TrainConfig(budget_seconds=seconds, preview_every_seconds=5.0, first_preview_seconds=3.0)
     worker = None
     if mode == "thread":
-        worker = ThreadWorker(vol, ann, cfg, pseudo=pseudo)
-    elif mode == "process":
-        worker = ProcessWorker(vol, ann, cfg, pseudo=pseudo)
+        loop = CorrectionLoop(vol, config=cfg)
+        loop.set_marks(ann)
+        loop.set_pseudo(pseudo, ann)  # computed above: the run goes straight to training
+        worker = BackgroundRun(loop.start())
+    elif mode != "idle":
+        raise SystemExit(f"unknown mode {mode!r}")
     t0 = time.perf_counter()
 
     def tick() -> None:
@@ -74,7 +79,9 @@ def measure(mode: str, seconds: float, vol, ann, pseudo) -> dict:
             if time.perf_counter() - t0 > seconds:
                 app.quit()
             return
-        for ev in worker.poll(0.0):
+        for kind, ev in worker.poll(0.0):
+            if kind != "item" or not hasattr(ev, "kind"):
+                continue
             stats["events"] += 1
             if ev.prediction is not None:
                 np.copyto(buffer, ev.prediction)  # what the widget does with layer.data
@@ -102,8 +109,8 @@ def measure(mode: str, seconds: float, vol, ann, pseudo) -> dict:
     app.exec_() if hasattr(app, "exec_") else app.exec()
     probe.stop()
     poller.stop()
-    if isinstance(worker, ProcessWorker):
-        worker.join(10)
+    if worker is not None:
+        worker.wait(10)
     return {**gap_stats(mode, gaps, t0), **stats}
 
 
@@ -218,7 +225,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("SPARSESEG_DATA", ROOT.parent / "shared" / "data")))
     ap.add_argument("--seconds", type=float, default=25.0)
-    ap.add_argument("--modes", default="idle,thread,process")
+    ap.add_argument("--modes", default="idle,thread")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--md", type=Path, default=None)
     args = ap.parse_args(argv)

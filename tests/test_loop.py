@@ -6,11 +6,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _training_helpers import blobs, marks, tiny_config
 
 from napari_sparseseg.annotations.sparse import SparseAnnotation
-from napari_sparseseg.loop import BackgroundRun, CorrectionLoop, LoopStatus, PseudoReady, TrainerReady
-
-from _training_helpers import blobs, marks, tiny_config
+from napari_sparseseg.loop import (
+    BackgroundRun,
+    CorrectionLoop,
+    LoopStatus,
+    PseudoReady,
+    TrainerReady,
+)
 
 
 def _loop(**kw) -> tuple[CorrectionLoop, np.ndarray]:
@@ -43,7 +48,7 @@ def test_fresh_start_builds_pseudo_labels_then_trains_to_done() -> None:
 
 
 def test_accept_refines_around_the_correction_and_undo_reverts_it_all() -> None:
-    loop, truth = _loop()
+    loop, _ = _loop()
     loop.run_to_end()
     marks0, pseudo0 = loop.marks, loop.pseudo
     corr, scribbled = _contradiction(loop)
@@ -95,7 +100,7 @@ def test_continue_with_new_marks_walks_inside_the_run() -> None:
 
 
 def test_next_slice_skips_reviewed_slices_and_follows_the_strategy() -> None:
-    loop, truth = _loop(strategy="sequential")
+    loop, _ = _loop(strategy="sequential")
     assert loop.next_slice(current=2) == 3
     loop.reviewed.add(3)
     assert loop.next_slice(current=2) == 4
@@ -109,7 +114,7 @@ def test_next_slice_skips_reviewed_slices_and_follows_the_strategy() -> None:
 
 
 def test_carry_over_warm_starts_another_loop() -> None:
-    loop, truth = _loop()
+    loop, _ = _loop()
     loop.run_to_end()
     init = loop.carry_over()
     other = CorrectionLoop(loop.image, config=tiny_config(max_steps=1), pseudo_method="none", init=init)

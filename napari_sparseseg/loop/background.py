@@ -29,10 +29,10 @@ class Cancelled(Exception):
 
 
 def error_message(exc: BaseException) -> str:
-    """One line for the user: a :class:`SparsesegError`'s own text, else the type and the text."""
-    if isinstance(exc, SparsesegError):
+    """User errors keep their own one line; anything else says what kind of failure it was."""
+    if isinstance(exc, (SparsesegError, FileNotFoundError)):
         return str(exc)
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return f"{type(exc).__name__}: {exc}"
 
 
 class BackgroundRun:

@@ -196,12 +196,14 @@ class CorrectionLoop:
         self.pseudo, self.pseudo_marks = pseudo, marks
         self.pseudo_generation += 1
 
-    def adopt_pseudo(self, pseudo: Any, marks: SparseAnnotation, newer: SparseAnnotation | None = None) -> None:
+    def adopt_pseudo(self, pseudo: Any, marks: SparseAnnotation, newer: SparseAnnotation | None = None,
+                     feed: bool | None = None) -> None:
         """A refine's result for ``marks``: keep it as the pair, and feed the trainer without undoing
-        ``newer`` marks that arrived meanwhile (they are mixed in; their own walk comes next)."""
+        ``newer`` marks that arrived meanwhile (they are mixed in; their own walk comes next).
+        ``feed``: whether a trainer is training now (default: a run of this loop is in flight)."""
         self.pseudo, self.pseudo_marks = pseudo, marks
         latest = marks if newer is None else newer
-        if self.running:
+        if self.running if feed is None else feed:
             self.feed_trainer(latest)
 
     def mixed(self, marks: SparseAnnotation | None = None) -> Any:
@@ -244,11 +246,12 @@ class CorrectionLoop:
         return refined
 
     # ------------------------------------------------------------------------ start / stop
-    def start(self) -> LoopRun:
+    def start(self, recompute_pseudo: bool = False) -> LoopRun:
         """Train from the current marks: a fresh model (pseudo-labels first) or a warm start of the current one.
 
         The cheap part happens now, in the caller's thread (a continue without a walk feeds the
-        trainer at once); the returned :class:`LoopRun` does the rest where it is iterated.
+        trainer at once); the returned :class:`LoopRun` does the rest where it is iterated.  A fresh
+        start reuses pseudo-labels that reflect exactly the current marks unless ``recompute_pseudo``.
         """
         if self.image is None:
             raise SparsesegError("no image: pick an image first")
@@ -258,7 +261,7 @@ class CorrectionLoop:
             self.trainer = None  # the classes changed: a new model
         marks = self.marks
         if self.trainer is None:
-            self.run = LoopRun(lambda run: self._fresh(run, marks), walks=False)
+            self.run = LoopRun(lambda run: self._fresh(run, marks, recompute_pseudo), walks=False)
             return self.run
         trainer = self.trainer
         walk = self.refine and needs_walk(self.pseudo, self.pseudo_marks, marks)
@@ -284,13 +287,14 @@ class CorrectionLoop:
         self.trainer = trainer
         self._fed = trainer.annotation if trainer is not None else None
 
-    def _fresh(self, run: LoopRun, marks: SparseAnnotation) -> Iterator[RunItem]:
+    def _fresh(self, run: LoopRun, marks: SparseAnnotation, recompute: bool) -> Iterator[RunItem]:
         self.running = True
         try:
             pseudo, pseudo_marks = self.pseudo, self.pseudo_marks
             if self.pseudo_method == "none":
                 pseudo = None
-            elif pseudo is None or pseudo_marks is None or not np.array_equal(pseudo_marks.labels, marks.labels):
+            elif (recompute or pseudo is None or pseudo_marks is None
+                  or not np.array_equal(pseudo_marks.labels, marks.labels)):
                 yield LoopStatus(f"pseudo-labels ({self.pseudo_method})...")
                 pseudo = self.pseudo_fn(self.image, marks, self.pseudo_method, should_stop=lambda: run.stopping)
                 yield PseudoReady(pseudo, marks)
@@ -372,12 +376,14 @@ class CorrectionLoop:
 
     # ------------------------------------------------------------------------ corrections
     def accept(self, correction: SparseAnnotation, slices: tuple[int, ...] | None = None, *,
-               refine_now: bool = True) -> AcceptedStep:
+               refine_now: bool = True, feed: bool = True) -> AcceptedStep:
         """Accept a correction: combine it with the marks, re-solve the pseudo-labels around it, warm-start.
 
         ``refine_now=False`` (the widget) feeds the trainer the marks mixed in at once and leaves the
         walk to the caller (off the GUI thread), which adopts it with :meth:`adopt_pseudo`.
         ``slices``: the slices this reviews (default: the slices the correction touches).
+        ``feed=False``: leave the trainer alone (the widget feeds it itself when a walk of its own is
+        still to land first).
         """
         if self.marks is None:
             raise SparsesegError("no marks yet: paint at least one class before correcting")
@@ -394,7 +400,8 @@ class CorrectionLoop:
         self.marks = after
         if refine_now:
             self.refine_now(after)
-        self.feed_trainer(after)
+        if feed:
+            self.feed_trainer(after)
         return step
 
     def undo(self) -> AcceptedStep | None:
@@ -411,12 +418,17 @@ class CorrectionLoop:
         return step
 
     # ------------------------------------------------------------------------ review
-    def review_context(self, current: int | None = None, uncertainty: np.ndarray | None = None) -> ReviewContext:
-        """What a strategy looks at, filled in one place for the widget and the benchmark."""
+    def review_context(self, current: int | None = None, *, prediction: np.ndarray | None = None,
+                       uncertainty: np.ndarray | None = None) -> ReviewContext:
+        """What a strategy looks at, filled in one place for the widget and the benchmark.
+
+        ``prediction`` / ``uncertainty`` replace the loop's newest streamed ones when the caller shows
+        something else (the widget: the prediction with the user's accepted corrections folded in).
+        """
         shape = tuple(self.image.shape) if self.image is not None else tuple(self.marks.shape)
         return ReviewContext(
             shape=shape,
-            prediction=self.prediction,
+            prediction=self.prediction if prediction is None else prediction,
             uncertainty=self.uncertainty if uncertainty is None else uncertainty,
             reference=getattr(self.pseudo, "labels", None),
             annotation=self.marks.labels if self.marks is not None else None,
@@ -424,9 +436,10 @@ class CorrectionLoop:
             current=current,
         )
 
-    def next_slice(self, current: int | None = None, uncertainty: np.ndarray | None = None) -> int | None:
+    def next_slice(self, current: int | None = None, *, prediction: np.ndarray | None = None,
+                   uncertainty: np.ndarray | None = None) -> int | None:
         """The slice the strategy ranks first (None: nothing to suggest)."""
-        return next_slice(self.strategy, self.review_context(current, uncertainty))
+        return next_slice(self.strategy, self.review_context(current, prediction=prediction, uncertainty=uncertainty))
 
     # ------------------------------------------------------------------------ next scan
     def carry_over(self) -> dict | None:

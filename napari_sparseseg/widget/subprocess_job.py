@@ -11,8 +11,9 @@ import multiprocessing as mp
 import traceback
 from typing import Any, Callable
 
-
-from ..loop.background import Cancelled  # one "stopped on request" for every background run
+from ..loop.background import (
+    Cancelled,  # one "stopped on request" for every background run
+)
 
 
 def _child(conn: Any, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
