@@ -24,7 +24,7 @@ import numpy as np
 from napari_sparseseg.active import STRATEGIES, EntropyStrategy
 from napari_sparseseg.benchmarking.active_sim import initial_model, run_strategy, summarise_active
 from napari_sparseseg.benchmarking.cases import find_data_root, list_cases, load_case, make_annotation
-from napari_sparseseg.benchmarking.methods import Budget
+from napari_sparseseg.benchmarking.contenders import Budget
 from napari_sparseseg.benchmarking.pseudo_cache import PseudoCache
 from napari_sparseseg.benchmarking.runner import machine_info
 
@@ -56,7 +56,7 @@ def main() -> None:
         from napari_sparseseg.pseudo.refine import refine_around_marks
 
         active_sim.refine_around_marks = functools.partial(refine_around_marks, slab=args.slab)
-    STRATEGIES["entropy-nospread"] = EntropyNoSpread
+    STRATEGIES.register("entropy-nospread", EntropyNoSpread)
     root = find_data_root()
     budget = Budget(steps=args.steps, warm_steps=args.warm_steps, seconds=600)
     t0 = time.perf_counter()

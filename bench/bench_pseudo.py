@@ -31,7 +31,7 @@ from napari_sparseseg.annotations import SparseAnnotation, mix
 from napari_sparseseg.annotations.simulate import simulate_slices
 from napari_sparseseg.evaluate.metrics import dice_per_class
 from napari_sparseseg.io import read_labels, read_volume
-from napari_sparseseg.pseudo.normalize import normalize_intensity
+from napari_sparseseg.pseudo.normalize import percentile_unit_range
 from napari_sparseseg.pseudo.sam_fusion import fuse, labels_and_confidence, sam_probabilities
 from napari_sparseseg.pseudo.walker import random_walker_pseudo
 from napari_sparseseg.sam import EmbeddingCache, detect_nesting, load_backend
@@ -86,7 +86,7 @@ def run_case(path: Path, name: str, backend, cache_dir: Path) -> dict:
         times[f"random-walker[{mode}]"] = time.perf_counter() - t
         res[f"random-walker[{mode}]"] = score(walkers[mode].labels, walkers[mode].confidence, gt, classes)
     w = walkers["walker3d"]
-    img01 = normalize_intensity(img)
+    img01 = percentile_unit_range(img)
     cache = EmbeddingCache(backend, img01, cache_dir=cache_dir)
     nesting = detect_nesting(w.labels, classes)
     t = time.perf_counter()

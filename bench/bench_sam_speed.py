@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def speed(data: Path, n_slices: int, reps: int, onnx_dir: Path) -> dict:
     from napari_sparseseg.io import read_labels, read_volume
-    from napari_sparseseg.pseudo.normalize import normalize_intensity
+    from napari_sparseseg.pseudo.normalize import percentile_unit_range
     from napari_sparseseg.sam import load_litemedsam
     from napari_sparseseg.sam.fast import enable_fast_encoder
 
@@ -43,7 +43,7 @@ def speed(data: Path, n_slices: int, reps: int, onnx_dir: Path) -> dict:
     slices, gts = [], []
     for f in files:
         v = read_volume(f)
-        img = normalize_intensity(np.asarray(v.array))
+        img = percentile_unit_range(np.asarray(v.array))
         gt = np.asarray(read_labels(f.parent.parent / "labelsTr" / f.name, like=v).array)
         z = img.shape[0] // 2
         slices.append(img[z])

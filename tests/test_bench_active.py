@@ -69,7 +69,7 @@ def test_random_draws_average_several_orders_with_per_case_seeds(shared_data) ->
 
     from napari_sparseseg.benchmarking.active_sim import simulate_active
     from napari_sparseseg.benchmarking.cases import load_case, make_annotation
-    from napari_sparseseg.benchmarking.methods import Budget
+    from napari_sparseseg.benchmarking.contenders import Budget
 
     case = load_case(shared_data, "hippocampus", "hippocampus_001")
     ann = make_annotation(case, "slices-1", seed=0)

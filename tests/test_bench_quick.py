@@ -31,7 +31,7 @@ def _chance_dice(gt: np.ndarray, classes: tuple[int, ...], seed: int = 0) -> flo
 def echo_method():
     """A seed-paper-style method registered in ``napari_sparseseg.methods`` for the test only: it returns
     the pseudo-labels it was given, so its Dice equals theirs exactly iff the bench shared them."""
-    from napari_sparseseg.benchmarking.methods import METHODS
+    from napari_sparseseg.benchmarking.contenders import CONTENDERS
     from napari_sparseseg.methods import SEGMENT_METHODS, MethodOutput, register
 
     @register("test-echo", paper="test", description="returns ctx.pseudo.labels")
@@ -40,7 +40,7 @@ def echo_method():
 
     yield "test-echo"
     SEGMENT_METHODS.pop("test-echo", None)
-    METHODS.pop("test-echo", None)
+    CONTENDERS.pop("test-echo", None)
 
 
 def test_bench_core_one_case(shared_data: Path, tmp_path: Path, echo_method: str) -> None:
@@ -120,15 +120,15 @@ def test_workers_run_cases_in_spawned_processes(shared_data: Path, tmp_path: Pat
 
 
 def test_seed_paper_methods_join_the_bench_registry(shared_data: Path) -> None:
-    from napari_sparseseg.benchmarking.methods import METHODS, sync_segment_methods
+    from napari_sparseseg.benchmarking.contenders import CONTENDERS, sync_segment_methods
     from napari_sparseseg.benchmarking.suite import ablation_methods, ablation_specs
     from napari_sparseseg.methods import SEGMENT_METHODS as seg
 
     sync_segment_methods()
     for name in seg:
         if name != "default":
-            assert METHODS[name].kind == "seed-paper" and METHODS[name].pseudo == "auto"
-    assert "default" not in METHODS and METHODS["sparseseg"].pseudo == "auto"
+            assert CONTENDERS[name].kind == "seed-paper" and CONTENDERS[name].pseudo == "auto"
+    assert "default" not in CONTENDERS and CONTENDERS["sparseseg"].pseudo == "auto"
     names = ablation_methods()
     assert names[0] == "sparseseg" and names[-2:] == ["random-walker", "sam"]
     assert set(names[1:-2]) == set(seg) - {"default"}

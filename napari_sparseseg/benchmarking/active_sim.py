@@ -26,7 +26,7 @@ from ..annotations import SparseAnnotation, combine, simulate_correction
 from ..evaluate import dice_per_class
 from ..loop import CorrectionLoop
 from .cases import Case
-from .methods import SHARED_PSEUDO, Budget, train_config
+from .contenders import SHARED_PSEUDO, Budget, train_config
 from .pseudo_cache import PseudoCache
 
 

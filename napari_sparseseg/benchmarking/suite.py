@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from ..io import atomic_write_text
 from .cases import list_cases
-from .methods import Budget
+from .contenders import Budget
 from .runner import ACTIVE_FILE, SuiteSpec, machine_info, read_rows, run_suite
 SIM_SETTINGS = ["scribbles", "points-5", "slices-1", "slices-3", "slices-5"]
 
@@ -107,10 +107,10 @@ def one_case_per_patient(root: Path | None, dataset: str = "brain_tumor", n: int
 
 def ablation_methods() -> list[str]:
     """Ours, every registered seed-paper method, and the two no-training baselines."""
-    from .methods import METHODS, sync_segment_methods
+    from .contenders import CONTENDERS, sync_segment_methods
 
     sync_segment_methods()
-    seeds = sorted(n for n, m in METHODS.items() if m.kind == "seed-paper")
+    seeds = sorted(n for n, m in CONTENDERS.items() if m.kind == "seed-paper")
     return ["sparseseg", *seeds, "random-walker", "sam"]
 
 
@@ -141,7 +141,7 @@ def estimate_full_run(rows: list[dict[str, Any]], active: list[dict[str, Any]], 
     import numpy as np
 
     from .cases import find_data_root
-    from .methods import METHODS
+    from .contenders import CONTENDERS
 
     try:
         root = find_data_root()
@@ -153,7 +153,7 @@ def estimate_full_run(rows: list[dict[str, Any]], active: list[dict[str, Any]], 
     for ds, settings in suite.settings.items():
         n_cases = len(list_cases(root, ds)[: suite.case_limits.get(ds, suite.max_cases) or None])
         for m in suite.methods:
-            n = n_cases * (1 if not METHODS[m].uses_marks else len(settings))
+            n = n_cases * (1 if not CONTENDERS[m].uses_marks else len(settings))
             n_rows += n
             rs = [r for r in rows if r["dataset"] == ds and r["method"] == m and not r.get("error")]
             if not rs:
@@ -251,15 +251,15 @@ def write_report(out_dir: Path, command: str | None = None, md_path: Path | None
                      f"seed-paper methods and active learning: "
                      f"`{(meta.get('spec') or {}).get('shared_pseudo', 'auto')}`.\n")
     if rows:
-        from .methods import METHODS
+        from .contenders import CONTENDERS
 
-        from .methods import sync_segment_methods
+        from .contenders import sync_segment_methods
 
         sync_segment_methods()
-        lines.append("Methods (registry: `napari_sparseseg.benchmarking.methods`; every method of "
+        lines.append("Methods (registry: `napari_sparseseg.benchmarking.contenders`; every method of "
                      "`napari_sparseseg.methods` other than `default` is added there as `seed-paper`):\n")
         for name in dict.fromkeys(r["method"] for r in rows):
-            m = METHODS.get(name)
+            m = CONTENDERS[name] if name in CONTENDERS else None
             lines.append(f"- `{name}` [{m.kind if m else '?'}]: {m.description if m else ''}")
         lines.append("")
         lines.append("## Dice against effort, side by side\n")

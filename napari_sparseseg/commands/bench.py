@@ -80,15 +80,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from ..benchmarking import METHODS, get_method
+    from ..benchmarking import CONTENDERS, get_contender
     from ..benchmarking.cases import DATASETS, check_setting, find_data_root
     from ..benchmarking.suite import PRESETS, ablation_specs, command_line, full_specs, run_bench, write_report
 
-    from ..benchmarking.methods import sync_segment_methods
+    from ..benchmarking.contenders import sync_segment_methods
 
     sync_segment_methods()
     if args.list:
-        for name, m in METHODS.items():
+        for name, m in CONTENDERS.items():
             print(f"method   {name:14s} [{m.kind}] {m.description}")
         for name, d in DATASETS.items():
             extra = ", human-scribbles" if d.human_scribbles else ""
@@ -132,15 +132,13 @@ def run(args: argparse.Namespace) -> int:
 
         raise SparsesegError("--workers must be >= 1")
     for m in suite.methods:
-        get_method(m)  # an unknown name fails here, before any data is loaded
+        get_contender(m)  # an unknown name fails here, before any data is loaded
     suite.seed = args.seed
     if args.pseudo:
-        from ..pseudo import METHODS as PSEUDO_METHODS
+        from ..pseudo import PSEUDO_METHODS
 
-        if args.pseudo not in PSEUDO_METHODS:
-            from ..errors import SparsesegError
-
-            raise SparsesegError(f"unknown pseudo-label method {args.pseudo!r}; choose from {', '.join(PSEUDO_METHODS)}")
+        if args.pseudo != "auto":
+            PSEUDO_METHODS.get(args.pseudo)  # an unknown name fails here, listing the choices
         suite.shared_pseudo = args.pseudo
     suite.distances = not args.no_distances
     if args.rounds is not None:

@@ -102,7 +102,7 @@ class SamPanel(QGroupBox):
 
     def enable(self, wait: bool = False, backend: Any = None) -> None:
         """Load the backend and the embedding cache in the background (``wait`` blocks, for tests/bench)."""
-        from ..pseudo.normalize import normalize_intensity
+        from ..pseudo.normalize import percentile_unit_range
         from ..sam.cache import EmbeddingCache, default_cache_dir
         from ..sam.loaders import load_backend
 
@@ -118,7 +118,7 @@ class SamPanel(QGroupBox):
             # setting is per thread (OpenMP), so the training thread keeps its own (measured)
             torch.set_num_threads(1)
             be = load_backend(backend)
-            return EmbeddingCache(be, normalize_intensity(image), axis=0, cache_dir=cache_dir)
+            return EmbeddingCache(be, percentile_unit_range(image), axis=0, cache_dir=cache_dir)
 
         def done(cache):
             self._loading = False

@@ -32,7 +32,7 @@ from .corrections import CorrectionTracker
 from .guard import guarded, notify_error, notify_info
 from .loss_plot import LossPlot
 from .refine_queue import RefineQueue, refine_off_thread
-from .runner import TrainingRunner
+from .training_runner import TrainingRunner
 from .subprocess_job import run_in_process
 
 if TYPE_CHECKING:  # pragma: no cover

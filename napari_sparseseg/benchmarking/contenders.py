@@ -1,4 +1,5 @@
-"""The methods a benchmark compares, behind one registry so a seed-paper method costs no bench code.
+"""The contenders a benchmark compares (ours, baselines, seed-paper methods, the upper bound), behind one
+registry (:data:`CONTENDERS`) so a seed-paper method costs no bench code.
 
 Every method takes the case (image + ground truth), the sparse marks, a :class:`Budget` and the
 pseudo-labels it asked for (``MethodSpec.pseudo``, computed once per case and setting by the runner's
@@ -11,16 +12,15 @@ issue 6) appears here automatically as kind ``seed-paper`` under its own name (:
 run through ``run_method(name, make_context(...))`` exactly like ``sparseseg`` runs ``default``, so the
 ablation table times and feeds them identically.  A bench-only method::
 
-    from napari_sparseseg.benchmarking import register_method
+    from napari_sparseseg.benchmarking import register_contender
 
-    @register_method("my-baseline", kind="baseline", description="...", pseudo="random-walker")
+    @register_contender("my-baseline", kind="baseline", description="...", pseudo="random-walker")
     def _mine(case, ann, budget, pseudo):
         return MethodResult(labels, {"anything": "useful"})
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -28,9 +28,8 @@ import numpy as np
 
 from ..annotations import SparseAnnotation
 from ..errors import SparsesegError
+from ..registry import Registry
 from .cases import Case
-
-log = logging.getLogger(__name__)
 
 #: the pseudo-labels every trained weakly supervised method starts from (the product default)
 SHARED_PSEUDO = "auto"
@@ -71,18 +70,23 @@ class MethodSpec:
     pseudo: str | None = None  # pseudo-label method the runner computes (once, shared) and passes in
 
 
-METHODS: dict[str, MethodSpec] = {}
+def _sync() -> None:
+    sync_segment_methods()
+
+
+#: benchmark contenders by name (``sparseseg bench --methods``); the seed-paper methods join on first lookup
+CONTENDERS: Registry[MethodSpec] = Registry("contender", load=_sync)
 KINDS = ("ours", "baseline", "upper-bound", "seed-paper")
 
 
-def register_method(name: str, *, kind: str, description: str, uses_marks: bool = True,
+def register_contender(name: str, *, kind: str, description: str, uses_marks: bool = True,
                     pseudo: str | None = None) -> Callable[[MethodFn], MethodFn]:
-    """Decorator: add ``fn(case, ann, budget, pseudo)`` to :data:`METHODS` under ``name``."""
+    """Decorator: add ``fn(case, ann, budget, pseudo)`` to :data:`CONTENDERS` under ``name``."""
     if kind not in KINDS:
         raise ValueError(f"unknown method kind {kind!r}")
 
     def deco(fn: MethodFn) -> MethodFn:
-        METHODS[name] = MethodSpec(name, fn, kind, description, uses_marks, pseudo)
+        CONTENDERS.register(name, MethodSpec(name, fn, kind, description, uses_marks, pseudo))
         return fn
 
     return deco
@@ -92,43 +96,26 @@ def sync_segment_methods() -> list[str]:
     """Register every :mod:`napari_sparseseg.methods` method except ``default`` as ``seed-paper``.
 
     Called before every lookup, so a method module added (or registered by a test) after this module
-    was imported still shows up.  A module that fails to import is logged and skipped: one broken
-    seed-paper module must not take the whole bench down.
+    was imported still shows up.  A module that fails to import is logged and skipped by
+    :func:`~napari_sparseseg.methods.load_all`: one broken seed-paper module must not take the bench down.
     """
-    import importlib
-    import pkgutil
-
     from .. import methods as seg
 
-    try:
-        seg.load_all()
-    except Exception as exc:  # import each module alone so the good ones still register
-        log.warning("napari_sparseseg.methods.load_all failed (%s); importing modules one by one", exc)
-        for mod in pkgutil.iter_modules(seg.__path__):
-            if mod.name != "base" and not mod.name.startswith("_"):
-                try:
-                    importlib.import_module(f"{seg.__name__}.{mod.name}")
-                except Exception as e:  # noqa: BLE001 - reported, not fatal
-                    log.warning("seed-paper method module %s failed to import: %s", mod.name, e)
     added = []
-    for name, info in seg.SEGMENT_METHODS.items():
-        if name == "default" or (name in METHODS and METHODS[name].kind != "seed-paper"):
+    for name, info in seg.load_all().items():
+        if name == "default" or name in CONTENDERS._items:
             continue
-        if name not in METHODS:
-            METHODS[name] = MethodSpec(name, _segment_method(name), "seed-paper",
-                                       f"{info.description} (paper: {info.paper}); shared '{SHARED_PSEUDO}' "
-                                       "pseudo-labels, same step budget", True, SHARED_PSEUDO)
-            added.append(name)
+        CONTENDERS.register(name, MethodSpec(name, _segment_method(name), "seed-paper",
+                                             f"{info.description} (paper: {info.paper}); shared '{SHARED_PSEUDO}' "
+                                             "pseudo-labels, same step budget", True, SHARED_PSEUDO))
+        added.append(name)
     return added
 
 
-def get_method(name: str) -> MethodSpec:
-    if name not in METHODS:
+def get_contender(name: str) -> MethodSpec:
+    if name not in CONTENDERS._items:
         sync_segment_methods()
-    try:
-        return METHODS[name]
-    except KeyError:
-        raise SparsesegError(f"unknown method {name!r}; choose from {', '.join(METHODS)}") from None
+    return CONTENDERS.get(name)
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -180,14 +167,14 @@ def _segment_method(name: str) -> MethodFn:
 
 
 # ---------------------------------------------------------------------------------- methods
-register_method(
+register_contender(
     "sparseseg", kind="ours", pseudo=SHARED_PSEUDO,
     description="the product default (`sparseseg segment`, method `default`): shared 'auto' pseudo-labels + "
     "the weakly supervised Trainer, same step budget",
 )(_segment_method("default"))
 
 
-@register_method(
+@register_contender(
     "random-walker", kind="baseline", pseudo="random-walker",
     description="scikit-image random walker from the same marks (per slice, 3D walker for unmarked slices)",
 )
@@ -195,7 +182,7 @@ def _walker(case: Case, ann: SparseAnnotation, budget: Budget, pseudo: Any) -> M
     return MethodResult(pseudo.labels, {"unmarked": pseudo.info.get("unmarked")})
 
 
-@register_method(
+@register_contender(
     "sam", kind="baseline", pseudo="sam",
     description="SAM pseudo-labels alone (bundled LiteMedSAM, prompts from the marks), no training",
 )
@@ -203,7 +190,7 @@ def _sam(case: Case, ann: SparseAnnotation, budget: Budget, pseudo: Any) -> Meth
     return MethodResult(pseudo.labels, {"backend": pseudo.info.get("backend")})
 
 
-@register_method(
+@register_contender(
     "supervised", kind="upper-bound", uses_marks=False,
     description="the same U-Net (method `default`) trained on the dense expert labels of this volume, same "
     "step budget, no pseudo-labels (run once per case, reported as setting 'dense')",
