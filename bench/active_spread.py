@@ -5,7 +5,7 @@
 Curves (same start, same initial weights, per case): entropy with the default spread (2 slices),
 entropy without spread, and random -- each with corrections re-solving the pseudo-labels around them
 (``pseudo.refine``); then entropy and random with corrections mixed in voxel by voxel only
-(``--no-refine`` of ``sparseseg bench``).  Walker pseudo-labels, slices-1 start, 200 initial steps,
+(``--no-refine`` of ``sparseseg bench``).  Walker pseudo-labels, slices:1 start, 200 initial steps,
 6 rounds x 40 warm steps: the budget of the full preset, on the CPU.
 
 These cases chose the refinement radii and the spread, so this is a record of that choice, not an
@@ -63,8 +63,8 @@ def main() -> None:
     records = []
     for name in list_cases(root, "hippocampus")[: args.cases]:
         case = load_case(root, "hippocampus", name)
-        ann = make_annotation(case, "slices-1", seed=budget.seed)
-        init, pseudo, ev = initial_model(case, ann, budget, "slices-1", PseudoCache("cpu"), "random-walker")
+        ann = make_annotation(case, "slices:1", seed=budget.seed)
+        init, pseudo, ev = initial_model(case, ann, budget, "slices:1", PseudoCache("cpu"), "random-walker")
         curves = {}
         for strat, refine in VARIANTS:
             key = strat + ("" if refine else " (no refine)")

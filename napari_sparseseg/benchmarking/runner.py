@@ -28,7 +28,7 @@ import numpy as np
 
 from ..annotations import SparseAnnotation
 from ..evaluate import PeakMemory, Timer, evaluate_labels
-from .cases import Case, check_setting, list_cases, load_case, make_annotation
+from .cases import Case, canonical_setting, check_setting, list_cases, load_case, make_annotation
 from .contenders import SHARED_PSEUDO, Budget, dense_annotation, get_contender
 from .parallel import run_jobs
 from .pseudo_cache import PseudoCache
@@ -66,7 +66,7 @@ class SuiteSpec:
 
 
 def row_key(row: dict[str, Any]) -> tuple:
-    return (row["dataset"], row["case"], row["setting"], row["method"], int(row["seed"]))
+    return (row["dataset"], row["case"], canonical_setting(row["setting"]), row["method"], int(row["seed"]))
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
@@ -79,9 +79,12 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
         if not line:
             continue
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if isinstance(row, dict) and isinstance(row.get("setting"), str):
+            row["setting"] = canonical_setting(row["setting"])  # "slices-3" in earlier files: "slices:3"
+        rows.append(row)
     return rows
 
 
@@ -142,6 +145,7 @@ def run_contender(case: Case, ann: SparseAnnotation, setting: str, method: str, 
 def iter_jobs(spec: SuiteSpec, root: Path) -> Iterable[tuple[str, str, str]]:
     """(dataset, case, setting) in run order; validates settings up front."""
     for dataset, settings in spec.settings.items():
+        settings = [canonical_setting(s) for s in settings]
         for s in settings:
             check_setting(dataset, s)
         names = spec.cases.get(dataset) or list_cases(root, dataset)
@@ -267,6 +271,7 @@ def run_suite(
     active_cases = []
     if active is not None:
         for dataset, setting in active.starts.items():
+            setting = canonical_setting(setting)
             check_setting(dataset, setting)
             skip = int(getattr(active, "skip", {}).get(dataset, 0))
             for name in list_cases(root, dataset)[skip: skip + active.cases]:

@@ -21,7 +21,7 @@ from ..io import atomic_write_text
 from .cases import list_cases
 from .contenders import Budget
 from .runner import ACTIVE_FILE, SuiteSpec, machine_info, read_rows, run_suite
-SIM_SETTINGS = ["scribbles", "points-5", "slices-1", "slices-3", "slices-5"]
+SIM_SETTINGS = ["scribbles", "points:5", "slices:1", "slices:3", "slices:5"]
 
 
 @dataclass
@@ -55,12 +55,12 @@ def quick_specs() -> tuple[SuiteSpec, ActiveSpec]:
     """
     budget = Budget(steps=12, warm_steps=4, seconds=120)
     suite = SuiteSpec(
-        settings={"acdc": ["human-scribbles"], "hippocampus": ["slices-1"]},
+        settings={"acdc": ["human-scribbles"], "hippocampus": ["slices:1"]},
         methods=["sparseseg", "random-walker", "sam", "supervised"], budget=budget, distances=True,
         shared_pseudo="random-walker", skip_methods={"hippocampus": ["sam"]},
     )
     suite.cases = {"acdc": ["patient041_frame01"], "hippocampus": ["hippocampus_001"]}
-    active = ActiveSpec(starts={"hippocampus": "slices-1"}, cases=1, rounds=2,
+    active = ActiveSpec(starts={"hippocampus": "slices:1"}, cases=1, rounds=2,
                         strategies=["entropy", "random", "sequential"])
     return suite, active
 
@@ -87,7 +87,7 @@ def full_specs(max_cases: int | None = None, root: Path | None = None) -> tuple[
     if max_cases is None:
         suite.cases = {"brain_tumor": one_case_per_patient(root)}
     # hippocampus_001/003/004/006 chose the refine radii and the entropy spread: evaluate on the next three
-    active = ActiveSpec(starts={"hippocampus": "slices-1", "acdc": "human-scribbles"},
+    active = ActiveSpec(starts={"hippocampus": "slices:1", "acdc": "human-scribbles"},
                         cases=3 if max_cases is None else min(3, max_cases), rounds=8,
                         skip={"hippocampus": 4} if max_cases is None else {})
     return suite, active
@@ -119,7 +119,7 @@ def ablation_specs(root: Path | None = None) -> tuple[SuiteSpec, ActiveSpec]:
     GPU machine with ``--workers``: ACDC 20 volumes with human scribbles, hippocampus 10 cases and
     brain tumour 4 patients (one visit each) with 3 labelled slices; 300 steps; no active learning."""
     suite = SuiteSpec(
-        settings={"acdc": ["human-scribbles"], "hippocampus": ["slices-3"], "brain_tumor": ["slices-3"]},
+        settings={"acdc": ["human-scribbles"], "hippocampus": ["slices:3"], "brain_tumor": ["slices:3"]},
         methods=ablation_methods(), budget=Budget(steps=300, warm_steps=40, seconds=600, device="auto"),
         case_limits={"hippocampus": 10, "brain_tumor": 4},
     )
@@ -217,7 +217,7 @@ def write_report(out_dir: Path, command: str | None = None, md_path: Path | None
     lines.append("Presets: `--quick` (CI smoke run: 1 ACDC + 1 hippocampus volume, ours + every baseline, "
                  "walker pseudo-labels, 12 steps, 2 active-learning rounds); `--preset ablation` (issue 6: "
                  "ACDC 20 volumes with human scribbles, hippocampus 10 cases and brain tumour 4 patients at "
-                 "slices-3, ours + every seed-paper method + walker + SAM, shared `auto` pseudo-labels, 300 steps, "
+                 "slices:3, ours + every seed-paper method + walker + SAM, shared `auto` pseudo-labels, 300 steps, "
                  "device auto; on a GPU machine add `--workers 8 --time-limit SECONDS`); default (`full`): every "
                  "setting and method of issue 8 on ACDC 8 volumes, hippocampus 4 cases and brain tumour 4 "
                  "patients, 200 steps, active learning on 3 hippocampus + 3 ACDC cases x 8 rounds, sized for "
