@@ -168,7 +168,7 @@ def estimate_full_run(rows: list[dict[str, Any]], active: list[dict[str, Any]], 
         per_round = np.mean([v["seconds"] / max(len(v["dice"]) - 1, 1) for r in active for v in r["strategies"].values()])
         n_rounds = act.cases * len(act.starts) * len(act.strategies) * act.rounds
         total += n_rounds * float(per_round) * act_scale(warm_steps, suite.budget.warm_steps)
-    txt = (f"The full run (`sparseseg bench --workers 14 --out bench/results/full --md bench/RESULTS.md`: {n_rows} rows over "
+    txt = (f"The full run (`sparseseg bench --workers 14 --out bench/results/full --md bench/results/full/RESULTS.md`: {n_rows} rows over "
            f"{', '.join(f'{d} ({len(s)} setting(s))' for d, s in suite.settings.items())}, "
            f"{suite.budget.steps} steps; active learning on {act.cases} case(s) of {', '.join(act.starts)}, "
            f"{act.rounds} rounds x {suite.budget.warm_steps} warm steps) would take roughly "

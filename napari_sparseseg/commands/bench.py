@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", type=Path, default=Path("bench/results"), help="output folder (default bench/results)")
     p.add_argument("--md", type=Path, default=None,
-                   help="markdown report to write (default OUT/RESULTS.md; the committed one: bench/RESULTS.md)")
+                   help="markdown report to write (default OUT/RESULTS.md; the committed one: bench/results/full/RESULTS.md)")
     p.add_argument("--data", type=Path, default=None, help="shared data folder (default: ../shared/data or $SPARSESEG_DATA)")
     p.add_argument("--quick", action="store_true", help="2 hippocampus cases + 1 ACDC volume, short budgets (< 3 min)")
     p.add_argument("--preset", choices=("quick", "full", "ablation"), default=None,

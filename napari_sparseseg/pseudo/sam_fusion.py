@@ -247,7 +247,7 @@ def sam_pseudo(
 
     ``backend``: a spec string (``load_backend``), a :class:`SamBackend` or an :class:`EmbeddingCache`
     of this volume; ``fast`` switches a CPU backend to the ONNX Runtime encoder.  ``lam`` and
-    ``box_margin`` defaults are the best measured on ACDC (bench/pseudo_results.md).
+    ``box_margin`` defaults are the best measured on ACDC (bench/results/pseudo/pseudo_results.md).
     """
     img01 = percentile_unit_range(image)
     if isinstance(backend, EmbeddingCache):

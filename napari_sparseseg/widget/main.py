@@ -175,7 +175,7 @@ class SparseSegWidget(QWidget):
                 setattr(self, attr, None)
         self.image_layer = image
         # every layer is made now, at the user's click: adding a layer costs napari ~0.2-0.5 s, which must
-        # not happen later on the GUI thread while predictions stream in (bench/bench_widget.py)
+        # not happen later on the GUI thread while predictions stream in (bench/scripts/bench_widget.py)
         self.ensure_prediction_layer(image)
         self.ensure_uncertainty_layer(np.zeros(image.data.shape, np.float32), image)
         self.ann_layer = L.ensure_labels(self.viewer, image, L.ANNOTATIONS, self.classes, dense=False)

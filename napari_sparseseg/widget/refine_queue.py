@@ -2,7 +2,7 @@
 
 Why: :func:`~napari_sparseseg.pseudo.refine.refine_around_marks` runs scikit-image's random walker,
 1.5-3.5 s on an ACDC volume, and the walker holds the GIL for long stretches, so on the GUI thread (or
-in a thread) napari froze while a pushed correction was refined (``bench/bench_gui_stall.py``,
+in a thread) napari froze while a pushed correction was refined (``bench/scripts/bench_gui_stall.py``,
 ``refine-*`` modes, measures it).  The walk runs in a spawned process (:func:`run_in_process`) driven
 from one background thread (:class:`BackgroundJobs`); the result comes back on the GUI thread.
 

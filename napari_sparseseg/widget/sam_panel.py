@@ -3,7 +3,7 @@
 The embedding of a slice is computed once (the engine's :class:`EmbeddingCache`), and every SAM call
 runs on one background thread, so the GUI never waits for torch and the cache is only touched by one
 thread.  A click outranks prefetching the neighbouring slices; with the embedding cached the mask
-appears after one decode (``bench/bench_widget.py`` measures click-to-mask), otherwise after the
+appears after one decode (``bench/scripts/bench_widget.py`` measures click-to-mask), otherwise after the
 slice is encoded.  A newer click supersedes an older one still in flight.
 """
 
