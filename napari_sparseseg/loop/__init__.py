@@ -1,13 +1,13 @@
 """The correction loop, headless: one controller that the widget, the benchmark and the CLI all drive.
 
-``controller``: :class:`CorrectionLoop` (state + the user's operations) and the items a run yields;
+``controller``: :class:`CorrectionLoop` (state + the user's operations); ``items``: what a run yields;
 ``background``: :class:`BackgroundRun`, the one thread that iterates a run for an event loop.
 """
 
 from .background import BackgroundRun, Cancelled, error_message
-from .controller import (
+from .controller import CorrectionLoop
+from .items import (
     AcceptedStep,
-    CorrectionLoop,
     LoopRun,
     LoopStatus,
     PseudoReady,

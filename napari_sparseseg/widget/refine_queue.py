@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from qtpy.QtCore import QObject
 
-from ..loop.controller import mix_marks, needs_walk
+from ..loop.items import mix_marks, needs_walk
 from ..pseudo.refine import refine_around_marks
 from .guard import error_message, notify_error
 from .jobs import BackgroundJobs
