@@ -75,7 +75,7 @@ def _sync() -> None:
 
 
 #: benchmark contenders by name (``sparseseg bench --methods``); the seed-paper methods join on first lookup
-CONTENDERS: Registry[MethodSpec] = Registry("contender", load=_sync)
+CONTENDERS: Registry[MethodSpec] = Registry("benchmark method", load=_sync)
 KINDS = ("ours", "baseline", "upper-bound", "seed-paper")
 
 
