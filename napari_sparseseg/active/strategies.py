@@ -7,8 +7,8 @@ import numpy as np
 from ..registry import Registry
 from .base import ReviewContext, SliceStrategy
 
-#: review strategies by name (the widget's box, ``--strategies``); a new one is a class with
-#: ``@STRATEGIES.register("name")`` in its own module
+#: review strategies by name (the widget's box, ``--strategies``); a new one is a class here (or in a module
+#: ``active/__init__`` imports) decorated with ``@STRATEGIES.register("name")``
 STRATEGIES: Registry[type[SliceStrategy]] = Registry("review strategy")
 
 
