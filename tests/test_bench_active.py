@@ -6,7 +6,7 @@ from napari_sparseseg.benchmarking.active_sim import default_strategy, rounds_to
 
 
 def _rec(**curves: list[float]) -> dict:
-    return {"dataset": "d", "case": "c", "setting": "slices-1",
+    return {"dataset": "d", "case": "c", "setting": "slices:1",
             "strategies": {k: {"dice": v} for k, v in curves.items()}}
 
 
@@ -69,12 +69,12 @@ def test_random_draws_average_several_orders_with_per_case_seeds(shared_data) ->
 
     from napari_sparseseg.benchmarking.active_sim import simulate_active
     from napari_sparseseg.benchmarking.cases import load_case, make_annotation
-    from napari_sparseseg.benchmarking.methods import Budget
+    from napari_sparseseg.benchmarking.contenders import Budget
 
     case = load_case(shared_data, "hippocampus", "hippocampus_001")
-    ann = make_annotation(case, "slices-1", seed=0)
+    ann = make_annotation(case, "slices:1", seed=0)
     rec = simulate_active(case, ann, ["random"], 2, Budget(steps=2, warm_steps=1, seconds=60, device="cpu"),
-                          setting="slices-1", pseudo_method="random-walker", random_draws=2)
+                          setting="slices:1", pseudo_method="random-walker", random_draws=2)
     r = rec["strategies"]["random"]
     assert rec["random_draws"] == 2 and len(r["draws"]) == 2
     assert r["draws"][0]["slices"] != r["draws"][1]["slices"]  # two different orders

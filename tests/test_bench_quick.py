@@ -31,7 +31,7 @@ def _chance_dice(gt: np.ndarray, classes: tuple[int, ...], seed: int = 0) -> flo
 def echo_method():
     """A seed-paper-style method registered in ``napari_sparseseg.methods`` for the test only: it returns
     the pseudo-labels it was given, so its Dice equals theirs exactly iff the bench shared them."""
-    from napari_sparseseg.benchmarking.methods import METHODS
+    from napari_sparseseg.benchmarking.contenders import CONTENDERS
     from napari_sparseseg.methods import SEGMENT_METHODS, MethodOutput, register
 
     @register("test-echo", paper="test", description="returns ctx.pseudo.labels")
@@ -40,20 +40,20 @@ def echo_method():
 
     yield "test-echo"
     SEGMENT_METHODS.pop("test-echo", None)
-    METHODS.pop("test-echo", None)
+    CONTENDERS.pop("test-echo", None)
 
 
 def test_bench_core_one_case(shared_data: Path, tmp_path: Path, echo_method: str) -> None:
     # the walker as the shared pseudo-labels keeps this CI test fast (fusion costs ~1 min per case on CPU)
-    suite = SuiteSpec(settings={"hippocampus": ["slices-3"]}, methods=["random-walker", "sparseseg", echo_method],
+    suite = SuiteSpec(settings={"hippocampus": ["slices:3"]}, methods=["random-walker", "sparseseg", echo_method],
                       cases={"hippocampus": ["hippocampus_001"]}, budget=Budget(steps=2, warm_steps=1),
                       shared_pseudo="random-walker")
-    active = ActiveSpec(starts={"hippocampus": "slices-1"}, cases=1, rounds=1, strategies=["entropy", "random"])
+    active = ActiveSpec(starts={"hippocampus": "slices:1"}, cases=1, rounds=1, strategies=["entropy", "random"])
     md = run_bench(suite, active, shared_data, tmp_path, command="sparseseg bench (test)")
 
     rows = read_rows(tmp_path / "rows.jsonl")
-    assert {(r["method"], r["setting"]) for r in rows} == {("random-walker", "slices-3"), ("sparseseg", "slices-3"),
-                                                          (echo_method, "slices-3")}
+    assert {(r["method"], r["setting"]) for r in rows} == {("random-walker", "slices:3"), ("sparseseg", "slices:3"),
+                                                          (echo_method, "slices:3")}
     for r in rows:
         assert r["error"] is None, r.get("traceback")
         assert 0.0 <= r["mean_dice"] <= 1.0
@@ -72,7 +72,7 @@ def test_bench_core_one_case(shared_data: Path, tmp_path: Path, echo_method: str
     walker = next(r for r in rows if r["method"] == "random-walker")
     assert walker["mean_dice"] > max(0.5, _chance_dice(case.gt, case.present_classes) + 0.3)
     # the marked fraction is that of the simulated annotator (3 labelled slices of 35)
-    assert walker["marked_fraction"] == pytest.approx(make_annotation(case, "slices-3").marked_fraction())
+    assert walker["marked_fraction"] == pytest.approx(make_annotation(case, "slices:3").marked_fraction())
 
     rec = read_rows(tmp_path / "active.jsonl")
     assert len(rec) == 1 and set(rec[0]["strategies"]) == {"entropy", "random"}
@@ -92,7 +92,7 @@ def test_bench_core_one_case(shared_data: Path, tmp_path: Path, echo_method: str
 
 
 def test_time_limit_gives_an_honest_partial_report(shared_data: Path, tmp_path: Path) -> None:
-    suite = SuiteSpec(settings={"hippocampus": ["slices-3"]}, methods=["random-walker"],
+    suite = SuiteSpec(settings={"hippocampus": ["slices:3"]}, methods=["random-walker"],
                       cases={"hippocampus": ["hippocampus_001", "hippocampus_003"]}, budget=Budget(steps=1))
     md = run_bench(suite, None, shared_data, tmp_path, time_limit=0.0)
     assert read_rows(tmp_path / "rows.jsonl") == []
@@ -104,7 +104,7 @@ def test_time_limit_gives_an_honest_partial_report(shared_data: Path, tmp_path: 
 def test_workers_run_cases_in_spawned_processes(shared_data: Path, tmp_path: Path) -> None:
     from napari_sparseseg.benchmarking import run_suite
 
-    suite = SuiteSpec(settings={"hippocampus": ["slices-1"]}, methods=["random-walker"],
+    suite = SuiteSpec(settings={"hippocampus": ["slices:1"]}, methods=["random-walker"],
                       cases={"hippocampus": ["hippocampus_001", "hippocampus_003"]}, budget=Budget(steps=1),
                       distances=False)
     summary = run_suite(suite, shared_data, tmp_path, workers=2)
@@ -120,15 +120,15 @@ def test_workers_run_cases_in_spawned_processes(shared_data: Path, tmp_path: Pat
 
 
 def test_seed_paper_methods_join_the_bench_registry(shared_data: Path) -> None:
-    from napari_sparseseg.benchmarking.methods import METHODS, sync_segment_methods
+    from napari_sparseseg.benchmarking.contenders import CONTENDERS, sync_segment_methods
     from napari_sparseseg.benchmarking.suite import ablation_methods, ablation_specs
     from napari_sparseseg.methods import SEGMENT_METHODS as seg
 
     sync_segment_methods()
     for name in seg:
         if name != "default":
-            assert METHODS[name].kind == "seed-paper" and METHODS[name].pseudo == "auto"
-    assert "default" not in METHODS and METHODS["sparseseg"].pseudo == "auto"
+            assert CONTENDERS[name].kind == "seed-paper" and CONTENDERS[name].pseudo == "auto"
+    assert "default" not in CONTENDERS and CONTENDERS["sparseseg"].pseudo == "auto"
     names = ablation_methods()
     assert names[0] == "sparseseg" and names[-2:] == ["random-walker", "sam"]
     assert set(names[1:-2]) == set(seg) - {"default"}
@@ -136,7 +136,7 @@ def test_seed_paper_methods_join_the_bench_registry(shared_data: Path) -> None:
     assert suite.budget.steps == 300 and not active.starts
     tumours = suite.cases["brain_tumor"]
     assert len(tumours) == 4 and len({n.split("_")[0] for n in tumours}) == 4  # one visit per patient
-    assert suite.settings == {"acdc": ["human-scribbles"], "hippocampus": ["slices-3"], "brain_tumor": ["slices-3"]}
+    assert suite.settings == {"acdc": ["human-scribbles"], "hippocampus": ["slices:3"], "brain_tumor": ["slices:3"]}
 
 
 def test_where_we_lose_names_the_winning_baseline() -> None:
@@ -151,14 +151,14 @@ def test_where_we_lose_names_the_winning_baseline() -> None:
 
 
 def test_report_only_regenerates_from_json(tmp_path: Path) -> None:
-    row = {"dataset": "hippocampus", "case": "c", "setting": "slices-1", "method": "random-walker",
+    row = {"dataset": "hippocampus", "case": "c", "setting": "slices:1", "method": "random-walker",
            "kind": "baseline", "seed": 0, "marked_fraction": 0.03, "mean_dice": 0.7, "mean_hd95_mm": 3.0,
            "mean_assd_mm": 1.0, "seconds": 1.0, "peak_rss_mib": 100.0, "error": None,
            "classes": {"1": {"name": "anterior", "dice": 0.7, "hd95_mm": 3.0, "assd_mm": 1.0}}}
     (tmp_path / "rows.jsonl").write_text(json.dumps(row) + "\n")
     assert main(["bench", "--report-only", "--out", str(tmp_path)]) == 0
     text = (tmp_path / "RESULTS.md").read_text()
-    assert "| slices-1 | 3.00 | random-walker | 1 | 0.700 |" in text
+    assert "| slices:1 | 3.00 | random-walker | 1 | 0.700 |" in text
     assert (tmp_path / "dice_vs_effort.png").exists()
 
 
@@ -180,13 +180,13 @@ def test_bench_quick_cli(tmp_path: Path) -> None:
 def test_split_settings_plans_one_job_per_case_and_setting(shared_data: Path) -> None:
     from napari_sparseseg.benchmarking.runner import plan_jobs
 
-    suite = SuiteSpec(settings={"hippocampus": ["slices-1", "slices-3"]}, methods=["random-walker", "supervised"],
+    suite = SuiteSpec(settings={"hippocampus": ["slices:1", "slices:3"]}, methods=["random-walker", "supervised"],
                       cases={"hippocampus": ["hippocampus_001"]}, budget=Budget(steps=1))
-    per_case, n = plan_jobs(suite, shared_data, set(), [("hippocampus", "hippocampus_003", "slices-1")])
+    per_case, n = plan_jobs(suite, shared_data, set(), [("hippocampus", "hippocampus_003", "slices:1")])
     assert n == 3 and [len(j.items) for j in per_case] == [3, 0]  # 2 settings + the dense upper bound
     suite.split_settings = True
-    split, n2 = plan_jobs(suite, shared_data, set(), [("hippocampus", "hippocampus_001", "slices-1")])
+    split, n2 = plan_jobs(suite, shared_data, set(), [("hippocampus", "hippocampus_001", "slices:1")])
     assert n2 == n
-    assert split[0].active_setting == "slices-1" and not split[0].items  # the long active job goes first
-    assert sorted(s for j in split[1:] for s, _ in j.items) == ["dense", "slices-1", "slices-3"]
+    assert split[0].active_setting == "slices:1" and not split[0].items  # the long active job goes first
+    assert sorted(s for j in split[1:] for s, _ in j.items) == ["dense", "slices:1", "slices:3"]
     assert all(len(j.items) == 1 for j in split[1:])

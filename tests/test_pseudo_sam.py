@@ -8,7 +8,7 @@ import pytest
 from napari_sparseseg.annotations import SparseAnnotation
 from napari_sparseseg.evaluate.metrics import dice_per_class
 from napari_sparseseg.pseudo import make_pseudo_labels
-from napari_sparseseg.pseudo.normalize import normalize_intensity
+from napari_sparseseg.pseudo.normalize import percentile_unit_range
 from napari_sparseseg.sam import EmbeddingCache, load_backend
 
 
@@ -23,7 +23,7 @@ def acdc_crop(shared_data):
 
 def test_fusion_and_sam_share_one_cache_and_respect_marks(acdc_crop, tmp_path):
     img, gt, ann = acdc_crop
-    cache = EmbeddingCache(load_backend("litemedsam"), normalize_intensity(img), cache_dir=tmp_path)
+    cache = EmbeddingCache(load_backend("litemedsam"), percentile_unit_range(img), cache_dir=tmp_path)
     fused = make_pseudo_labels(img, ann, "fusion", backend=cache)
     assert fused.info["nesting"] == {2: [3]}          # myocardium ring around the LV cavity found
     assert cache.stats["computed"] == 3

@@ -7,14 +7,14 @@ import pytest
 import torch
 
 from napari_sparseseg.errors import CheckpointError
-from napari_sparseseg.pseudo.normalize import normalize_intensity
+from napari_sparseseg.pseudo.normalize import percentile_unit_range
 from napari_sparseseg.sam import load_backend, load_litemedsam, load_segment_anything, tiny_random_sam
 
 
 def _acdc(shared_data, case="patient001_frame01"):
     nib = pytest.importorskip("nibabel")
     load = lambda sub: np.asarray(nib.load(shared_data / "acdc" / sub / f"{case}.nii.gz").dataobj).transpose(2, 1, 0)
-    return normalize_intensity(load("imagesTr")), load("labelsTr").astype(int)
+    return percentile_unit_range(load("imagesTr")), load("labelsTr").astype(int)
 
 
 def test_litemedsam_box_around_rv_segments_it(shared_data):

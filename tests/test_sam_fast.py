@@ -27,10 +27,10 @@ def test_onnx_encoder_matches_eager_on_tiny_sam(tmp_path):
 
 def test_onnx_litemedsam_masks_match_eager(tmp_path, shared_data):
     nib = pytest.importorskip("nibabel")
-    from napari_sparseseg.pseudo.normalize import normalize_intensity
+    from napari_sparseseg.pseudo.normalize import percentile_unit_range
 
     case = shared_data / "acdc" / "imagesTr" / "patient002_frame01.nii.gz"
-    img = normalize_intensity(np.asarray(nib.load(case).dataobj).transpose(2, 1, 0))
+    img = percentile_unit_range(np.asarray(nib.load(case).dataobj).transpose(2, 1, 0))
     gt = np.asarray(nib.load(str(case).replace("imagesTr", "labelsTr")).dataobj).transpose(2, 1, 0)
     b = load_litemedsam()
     z = 5

@@ -3,7 +3,8 @@
 A strategy scores slices; the widget moves the viewer to the best one.  Scoring slices (not voxels or
 patches) matches how a clinician corrects: one slice at a time, in the 2D view.  Strategies are plain
 classes with a ``name`` and a ``scores(ctx)`` method, so a new one (MC-dropout, BALD, ...) is one small
-class registered in :data:`napari_sparseseg.active.STRATEGIES` -- the pattern MONAI Label uses.
+class registered with ``@STRATEGIES.register(name)`` (:data:`napari_sparseseg.active.STRATEGIES`) -- the
+pattern MONAI Label uses.
 """
 
 from __future__ import annotations

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import ReviewContext
+from ..registry import Registry
+from .base import ReviewContext, SliceStrategy
+
+#: review strategies by name (the widget's box, ``--strategies``); a new one is a class here (or in a module
+#: ``active/__init__`` imports) decorated with ``@STRATEGIES.register("name")``
+STRATEGIES: Registry[type[SliceStrategy]] = Registry("review strategy")
 
 
 def _top_fraction_mean(rows: np.ndarray, fraction: float) -> np.ndarray:
@@ -41,6 +46,7 @@ def spread_weights(ctx: ReviewContext, sigma: float) -> np.ndarray:
     return 1.0 - np.exp(-0.5 * (d / sigma) ** 2)
 
 
+@STRATEGIES.register("entropy")
 class EntropyStrategy:
     """Most uncertain slice first: mean of the top ``fraction`` voxel entropies (or uncertainties),
     damped near slices already reviewed (:func:`spread_weights`, ``spread`` slices; 0 = off).
@@ -71,6 +77,7 @@ class EntropyStrategy:
         return _top_fraction_mean(ctx.per_slice(u), self.fraction) * spread_weights(ctx, self.spread)
 
 
+@STRATEGIES.register("disagreement")
 class DisagreementStrategy:
     """Slice where two opinions (two heads, or SAM pseudo-labels vs the network) disagree most.
 
@@ -91,6 +98,7 @@ class DisagreementStrategy:
         return np.where(union > 0, differ / np.maximum(union, 1), 0.0)
 
 
+@STRATEGIES.register("random")
 class RandomStrategy:
     """The baseline every other strategy must beat: a seeded random order."""
 
@@ -103,6 +111,7 @@ class RandomStrategy:
         return np.random.default_rng(self.seed).random(ctx.n_slices)
 
 
+@STRATEGIES.register("sequential")
 class SequentialStrategy:
     """Walk the slices in order, starting after the current one (wrapping around)."""
 

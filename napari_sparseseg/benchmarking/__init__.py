@@ -3,27 +3,27 @@ active learning, markdown tables and plots.  ``bench/`` holds the committed resu
 
 Public API::
 
-    from napari_sparseseg.benchmarking import Budget, SuiteSpec, run_suite, register_method, METHODS
+    from napari_sparseseg.benchmarking import Budget, SuiteSpec, run_suite, register_contender, CONTENDERS
 """
 
 from .cases import DATASETS, Case, find_data_root, list_cases, load_case, make_annotation
-from .methods import METHODS, Budget, MethodResult, get_method, register_method
-from .runner import SuiteSpec, read_rows, run_method, run_suite
+from .contenders import CONTENDERS, Budget, MethodResult, get_contender, register_contender
+from .runner import SuiteSpec, read_rows, run_contender, run_suite
 
 __all__ = [
     "DATASETS",
-    "METHODS",
+    "CONTENDERS",
     "Budget",
     "Case",
     "MethodResult",
     "SuiteSpec",
     "find_data_root",
-    "get_method",
+    "get_contender",
     "list_cases",
     "load_case",
     "make_annotation",
     "read_rows",
-    "register_method",
-    "run_method",
+    "register_contender",
+    "run_contender",
     "run_suite",
 ]

@@ -1,14 +1,16 @@
 """Simulated active learning: does "correct here next" beat random and sequential slice choice?
 
-One *round*: the strategy names a slice; the simulated annotator (:func:`simulate_correction`) draws
-one correction scribble on the largest error region of that slice; the marks grow
-(:func:`combine`); the trainer warm-starts from its current weights
-(:meth:`Trainer.update_annotation`, ``budget.warm_steps`` steps); Dice is recorded.
+One *round* is the product's round, run by the same controller the widget drives
+(:class:`~napari_sparseseg.loop.CorrectionLoop`): the strategy names a slice
+(:meth:`~CorrectionLoop.next_slice`); the simulated annotator (:func:`simulate_correction`) draws one
+correction scribble on the largest error region of that slice; :meth:`~CorrectionLoop.accept` combines
+it with the marks, re-solves the pseudo-labels around it and hands both to the trainer, which
+warm-starts from its current weights (``budget.warm_steps`` steps); Dice is recorded.
 
 Fairness: every strategy starts from the *same* initially trained weights (one initial training
 per case, its weights handed to each strategy's trainer with ``init=``), the same marks and the same
 pseudo-labels, and gets the same number of rounds and warm steps.  Pseudo-labels are not recomputed
-per round: the corrections are mixed into them (SA-Net MIX), as the widget does between trainings.
+per round: each correction re-solves them around itself (or, with ``refine=False``, is only mixed in).
 """
 
 from __future__ import annotations
@@ -19,12 +21,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..active import STRATEGIES, ReviewContext, get_strategy, next_slice
+from ..active import STRATEGIES, get_strategy
 from ..annotations import SparseAnnotation, combine, simulate_correction
 from ..evaluate import dice_per_class
-from ..pseudo.refine import refine_around_marks
+from ..loop import CorrectionLoop
 from .cases import Case
-from .methods import SHARED_PSEUDO, Budget, run_to_end, train_config
+from .contenders import SHARED_PSEUDO, Budget, train_config
 from .pseudo_cache import PseudoCache
 
 
@@ -47,14 +49,13 @@ def initial_model(case: Case, ann: SparseAnnotation, budget: Budget, setting: st
 
     The pseudo-labels come from ``pseudo_cache`` (shared with the suite's rows of the same case and
     setting when the runner ran them in this process)."""
-    from ..training import Trainer
-
     cache = pseudo_cache if pseudo_cache is not None else PseudoCache(budget.device)
     pseudo, _, _ = cache.get(case, setting or "active-start", ann, pseudo_method, seed=budget.seed)
-    trainer = Trainer(case.image, ann, train_config(budget), pseudo=pseudo)
-    ev = run_to_end(trainer)
-    state = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
-    return {"state_dict": state, "meta": trainer.metadata()}, pseudo, ev
+    loop = CorrectionLoop(case.image, config=train_config(budget))
+    loop.set_marks(ann)
+    loop.set_pseudo(pseudo, ann)
+    ev = loop.run_to_end()
+    return loop.carry_over(), pseudo, ev
 
 
 def correct_slice(pred: np.ndarray, gt: np.ndarray, z: int, ann: SparseAnnotation, seed: int,
@@ -111,44 +112,37 @@ def run_strategy(
     ``regions``: error regions the annotator corrects on each suggested slice (:func:`correct_slice`).
     ``refine``: re-solve the pseudo-labels around each correction (:func:`refine_around_marks`, what
     the product does) instead of mixing in only the scribbled voxels."""
-    from ..training import Trainer
-
     classes = tuple(ann0.classes)
     strat = (get_strategy(strategy, seed=budget.seed if seed is None else seed) if strategy == "random"
              else get_strategy(strategy))
-    trainer = Trainer(case.image, ann0, train_config(budget, max_steps=budget.warm_steps), pseudo=pseudo, init=init)
-    ann, cur = ann0, pseudo
-    pred, unc = np.asarray(first_event.prediction), first_event.uncertainty
-    dice = [_mean_dice(pred, case.gt, classes)]
-    marked = [ann.marked_fraction()]
+    # the product's loop from the shared start: same weights, marks and pseudo-labels for every strategy
+    loop = CorrectionLoop(case.image, config=train_config(budget, max_steps=budget.warm_steps), strategy=strat,
+                          refine=refine, init=init)
+    loop.set_marks(ann0)
+    loop.set_pseudo(pseudo, ann0)
+    loop.use_trainer(loop.build_trainer(ann0, pseudo))
+    loop.prediction, loop.uncertainty = np.asarray(first_event.prediction), first_event.uncertainty
+    dice = [_mean_dice(loop.prediction, case.gt, classes)]
+    marked = [ann0.marked_fraction()]
     slices: list[int | None] = []
     corrected: list[int] = []
-    reviewed: set[int] = set()
     marked_slices = ann0.annotated_slices()
     current: int | None = marked_slices[0] if marked_slices else None  # the user looks at their own marks
     t0 = time.perf_counter()
     for r in range(rounds):
-        ctx = ReviewContext(shape=case.gt.shape, prediction=pred, uncertainty=unc, reference=pseudo.labels,
-                            annotation=ann.labels, reviewed=set(reviewed), current=current)
-        z = next_slice(strat, ctx)
+        z = loop.next_slice(current)
         slices.append(z)
         n_new = 0
         if z is not None:
-            reviewed.add(z)
+            loop.reviewed.add(z)  # looked at, even when there is nothing worth a scribble
             current = z
-            corr = correct_slice(pred, case.gt, z, ann, seed=budget.seed + r, regions=regions)
+            corr = correct_slice(loop.prediction, case.gt, z, loop.marks, seed=budget.seed + r, regions=regions)
             if corr is not None:
-                new = combine(ann, corr)
-                n_new = int(new.marked.sum() - ann.marked.sum())
-                cur = (refine_around_marks(case.image.array, cur, ann, new, spacing=case.image.spacing)
-                       if refine else cur.with_marks(new))
-                ann = new
-                trainer.update_annotation(ann, cur)
+                n_new = loop.accept(corr, slices=(z,)).added_voxels  # combine -> refine -> update the trainer
         corrected.append(n_new)
-        ev = run_to_end(trainer)  # warm start: continues from the current weights
-        pred, unc = np.asarray(ev.prediction), ev.uncertainty
-        dice.append(_mean_dice(pred, case.gt, classes))
-        marked.append(ann.marked_fraction())
+        loop.run_to_end()  # warm start: continues from the current weights
+        dice.append(_mean_dice(loop.prediction, case.gt, classes))
+        marked.append(loop.marks.marked_fraction())
         if log:
             log(f"  {case.dataset}/{case.name} {strategy} round {r + 1}: slice {z}, +{n_new} marks, Dice {dice[-1]:.3f}")
     return {"strategy": strategy, "dice": dice, "marked_fraction": marked, "slices": slices,

@@ -4,9 +4,10 @@ A *case* is one image with its expert label map; a *setting* says how the simula
 annotator marks it.  Both are plain strings so a run is described by a short, reproducible spec:
 
 * ``human-scribbles``  -- ACDC only: the real scribbles of Valvano et al. (``scribblesTr``, 4 = background);
-* ``scribbles``        -- :func:`simulate_scribbles` (tuned to the human ACDC density);
-* ``points-K``         -- :func:`simulate_points` with ``K`` clicks per class and ``K`` negative clicks;
-* ``slices-K``         -- :func:`simulate_slices`: ``K`` fully labelled slices along axis 0.
+* a simulated annotator in the grammar ``sparseseg simulate --mode`` uses
+  (:mod:`napari_sparseseg.annotations.annotators`): ``scribbles`` (tuned to the human ACDC density),
+  ``points:K`` (``K`` clicks per class and ``K`` negative clicks), ``slices:K`` (``K`` fully labelled
+  slices along axis 0).  ``points-K`` / ``slices-K``, the spelling of earlier results, mean the same.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..annotations import SparseAnnotation, simulate_points, simulate_scribbles, simulate_slices
-from ..errors import SparsesegError
+from ..annotations import SparseAnnotation
+from ..annotations.annotators import parse_annotator, simulate
+from ..errors import AnnotationError, SparsesegError
 from ..io import Volume, read_labels, read_volume
 
 
@@ -111,42 +113,40 @@ def _info(dataset: str) -> DatasetInfo:
         raise SparsesegError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}") from None
 
 
-def _k(setting: str) -> int:
+HUMAN = "human-scribbles"  # a data set's real scribbles; every other setting is a simulated annotator
+
+
+def canonical_setting(setting: str) -> str:
+    """The setting's one spelling: ``human-scribbles``, ``dense``, or an annotator's canonical name
+    (``points-5`` -> ``points:5``: the grammar of :mod:`napari_sparseseg.annotations.annotators`)."""
+    if setting in (HUMAN, "dense"):
+        return setting
     try:
-        return int(setting.rsplit("-", 1)[1])
-    except (IndexError, ValueError):
-        raise SparsesegError(f"setting {setting!r} needs a number, e.g. slices-3 or points-5") from None
+        return parse_annotator(setting).name
+    except AnnotationError:
+        return setting
 
 
 def check_setting(dataset: str, setting: str) -> None:
     """Raise :class:`SparsesegError` if ``setting`` does not exist or does not apply to ``dataset``."""
     info = _info(dataset)
-    if setting == "human-scribbles":
+    if setting == HUMAN:
         if info.human_scribbles is None:
             raise SparsesegError(f"{dataset} has no human scribbles; use a simulated setting")
-    elif setting == "scribbles":
         return
-    elif setting.startswith(("points-", "slices-")):
-        if _k(setting) < 1:
-            raise SparsesegError(f"setting {setting!r}: the number must be >= 1")
-    else:
-        raise SparsesegError(
-            f"unknown setting {setting!r}; use human-scribbles, scribbles, points-K or slices-K"
-        )
+    try:
+        parse_annotator(setting)
+    except AnnotationError as exc:
+        raise SparsesegError(f"unknown setting {setting!r}: use {HUMAN} or an annotator ({exc})") from None
 
 
 def make_annotation(case: Case, setting: str, seed: int = 0) -> SparseAnnotation:
     """The marks a (simulated or real) annotator gives for ``case`` under ``setting``."""
     check_setting(case.dataset, setting)
     bg = case.background_label
-    if setting == "human-scribbles":
+    if setting == HUMAN:
         path = case.root / str(case.info.human_scribbles) / f"{case.name}.nii.gz"
         labels = np.asarray(read_labels(path, like=case.image).array)
         return SparseAnnotation(labels.astype(np.int16), bg, case.present_classes, dict(case.info.class_names))
-    if setting == "scribbles":
-        ann = simulate_scribbles(case.gt, bg, seed=seed)
-    elif setting.startswith("points-"):
-        ann = simulate_points(case.gt, _k(setting), bg, seed=seed, spacing=case.image.spacing)
-    else:
-        ann = simulate_slices(case.gt, _k(setting), axis=0, background_label=bg, seed=seed)
+    ann = simulate(case.gt, setting, bg, seed=seed, spacing=case.image.spacing)
     return SparseAnnotation(ann.labels, bg, case.present_classes, dict(case.info.class_names))

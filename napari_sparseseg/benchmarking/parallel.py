@@ -21,7 +21,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
+from .contenders import get_contender
+
 OnDone = Callable[[Any, list, Any], None]
+#: ``run_job(job, spec, root, active, log=...) -> (rows, active record or None)``
+RunJob = Callable[..., tuple[list, Any]]
 
 
 def available_cores() -> int:
@@ -49,27 +53,23 @@ def _worker_log(msg: str) -> None:
     print(f"[worker {os.getpid()}] {msg}", file=sys.stderr, flush=True)
 
 
-def _run_in_worker(job: Any, spec: Any, root: Path, active: Any) -> tuple[list, Any]:
-    from .runner import run_case_job
-
-    return run_case_job(job, spec, root, active, log=_worker_log)
+def _run_in_worker(run_job: RunJob, job: Any, spec: Any, root: Path, active: Any) -> tuple[list, Any]:
+    return run_job(job, spec, root, active, log=_worker_log)
 
 
 def _error_rows(job: Any, spec: Any, exc: BaseException) -> list[dict[str, Any]]:
     """A case that failed as a whole (e.g. unreadable file, dead worker): one error row per method."""
-    from .methods import get_method
-
     msg = f"{type(exc).__name__}: {exc}"
-    return [{"dataset": job.dataset, "case": job.name, "setting": s, "method": m, "kind": get_method(m).kind,
+    return [{"dataset": job.dataset, "case": job.name, "setting": s, "method": m, "kind": get_contender(m).kind,
              "seed": spec.seed, "error": msg} for s, ms in job.items for m in ms]
 
 
-def run_jobs(jobs: list, spec: Any, root: Path, active: Any, on_done: OnDone, *, workers: int = 1,
-             time_limit: float | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run ``jobs`` (:class:`~napari_sparseseg.benchmarking.runner.CaseJob`); ``on_done(job, rows, record)``
-    is called in this process as each finishes.  Returns what ran and what the time limit skipped."""
-    from .runner import run_case_job
-
+def run_jobs(jobs: list, spec: Any, root: Path, active: Any, on_done: OnDone, *, run_job: RunJob,
+             workers: int = 1, time_limit: float | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run ``jobs`` (:class:`~napari_sparseseg.benchmarking.runner.CaseJob`) with ``run_job`` (a module-level
+    function, so spawned workers can import it: the runner passes its ``run_case_job``; this module never
+    imports the runner); ``on_done(job, rows, record)`` is called in this process as each finishes.
+    Returns what ran and what the time limit skipped."""
     t0 = time.perf_counter()
     workers = max(1, int(workers))
     threads = spec.budget.threads if workers == 1 else threads_per_worker(workers)
@@ -96,7 +96,7 @@ def run_jobs(jobs: list, spec: Any, root: Path, active: Any, on_done: OnDone, *,
                 skipped.append(f"{job.dataset}/{job.name}")
                 continue
             try:
-                rows, record = run_case_job(job, spec, root, active, log=log)
+                rows, record = run_job(job, spec, root, active, log=log)
             except Exception as exc:  # a broken case must not stop the suite
                 rows, record = _error_rows(job, spec, exc), None
             finished(job, rows, record)
@@ -114,7 +114,7 @@ def run_jobs(jobs: list, spec: Any, root: Path, active: Any, on_done: OnDone, *,
             while pending or running:
                 while pending and len(running) < workers and not out_of_time():
                     job = pending.pop(0)
-                    running[pool.submit(_run_in_worker, job, spec, Path(root), active)] = job
+                    running[pool.submit(_run_in_worker, run_job, job, spec, Path(root), active)] = job
                 if not running:
                     break
                 done, _ = wait(list(running), return_when=FIRST_COMPLETED)

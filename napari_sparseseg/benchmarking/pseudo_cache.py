@@ -64,14 +64,14 @@ class PseudoCache:
         """The case's SAM :class:`EmbeddingCache` (bundled LiteMedSAM; ONNX encoder on CPU), made once."""
         key = (case.dataset, case.name)
         if key not in self._embeddings:
-            from ..pseudo.normalize import normalize_intensity
+            from ..pseudo.normalize import percentile_unit_range
             from ..sam.cache import EmbeddingCache
             from ..sam.fast import enable_fast_encoder
             from ..sam.loaders import load_backend
 
             backend = load_backend(None, device=self.device)
             enable_fast_encoder(backend)  # a no-op on CUDA, where eager torch is already fast
-            img01 = normalize_intensity(case.image.array)
+            img01 = percentile_unit_range(case.image.array)
             self._embeddings[key] = EmbeddingCache(backend, img01, max_items=img01.shape[0] + 1)
         return self._embeddings[key]
 

@@ -32,7 +32,7 @@ def _mean(vals: list[Any]) -> float:
 
 
 def _setting_order(s: str) -> tuple:
-    head, _, num = s.partition("-")
+    head, _, num = s.replace("-", ":").partition(":")
     order = {"human": 0, "scribbles": 1, "points": 2, "slices": 3, "dense": 4}
     return (order.get(head, 9), int(num) if num.isdigit() else 0, s)
 

@@ -28,8 +28,9 @@ import numpy as np
 
 from ..annotations import SparseAnnotation
 from ..evaluate import PeakMemory, Timer, evaluate_labels
-from .cases import Case, check_setting, list_cases, load_case, make_annotation
-from .methods import SHARED_PSEUDO, Budget, dense_annotation, get_method
+from .cases import Case, canonical_setting, check_setting, list_cases, load_case, make_annotation
+from .contenders import SHARED_PSEUDO, Budget, dense_annotation, get_contender
+from .parallel import run_jobs
 from .pseudo_cache import PseudoCache
 
 ROWS_FILE = "rows.jsonl"
@@ -65,7 +66,7 @@ class SuiteSpec:
 
 
 def row_key(row: dict[str, Any]) -> tuple:
-    return (row["dataset"], row["case"], row["setting"], row["method"], int(row["seed"]))
+    return (row["dataset"], row["case"], canonical_setting(row["setting"]), row["method"], int(row["seed"]))
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
@@ -78,9 +79,12 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
         if not line:
             continue
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if isinstance(row, dict) and isinstance(row.get("setting"), str):
+            row["setting"] = canonical_setting(row["setting"])  # "slices-3" in earlier files: "slices:3"
+        rows.append(row)
     return rows
 
 
@@ -96,14 +100,14 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
-def run_method(case: Case, ann: SparseAnnotation, setting: str, method: str, spec: SuiteSpec,
+def run_contender(case: Case, ann: SparseAnnotation, setting: str, method: str, spec: SuiteSpec,
                pseudo_cache: PseudoCache | None = None) -> dict[str, Any]:
     """Run one method on one annotated case and measure it (seconds, peak RSS, metrics).
 
     ``seconds`` = ``pseudo_seconds`` (the one computation of the shared pseudo-labels, charged to
     every row that uses them, even when they came from the cache) + ``method_seconds``.
     """
-    m = get_method(method)
+    m = get_contender(method)
     row: dict[str, Any] = {
         "dataset": case.dataset, "case": case.name, "setting": setting, "method": method, "kind": m.kind,
         "seed": spec.seed, "shape": list(case.image.shape), "spacing_mm": list(case.image.spacing),
@@ -141,6 +145,7 @@ def run_method(case: Case, ann: SparseAnnotation, setting: str, method: str, spe
 def iter_jobs(spec: SuiteSpec, root: Path) -> Iterable[tuple[str, str, str]]:
     """(dataset, case, setting) in run order; validates settings up front."""
     for dataset, settings in spec.settings.items():
+        settings = [canonical_setting(s) for s in settings]
         for s in settings:
             check_setting(dataset, s)
         names = spec.cases.get(dataset) or list_cases(root, dataset)
@@ -167,9 +172,9 @@ def plan_jobs(spec: SuiteSpec, root: Path, done: set, active_cases: list[tuple[s
               ) -> tuple[list[CaseJob], int]:
     """Case jobs still to run (finished rows skipped) and the total number of rows of the spec."""
     for m in spec.methods:
-        get_method(m)
-    sparse = [m for m in spec.methods if get_method(m).uses_marks]
-    dense = [m for m in spec.methods if not get_method(m).uses_marks]
+        get_contender(m)
+    sparse = [m for m in spec.methods if get_contender(m).uses_marks]
+    dense = [m for m in spec.methods if not get_contender(m).uses_marks]
     jobs: dict[tuple[str, str, str], CaseJob] = {}
     n_total = 0
     split = spec.split_settings
@@ -226,7 +231,7 @@ def run_case_job(job: CaseJob, spec: SuiteSpec, root: Path, active: Any = None,
     for setting, methods in job.items:
         for method in methods:
             t0 = time.perf_counter()
-            row = run_method(case, annotation(setting), setting, method, spec, cache)
+            row = run_contender(case, annotation(setting), setting, method, spec, cache)
             rows.append(row)
             what = row["error"] or f"Dice {row['mean_dice']:.3f}"
             log(f"{job.dataset}/{job.name} {setting} {method}: {what} ({time.perf_counter() - t0:.1f} s"
@@ -254,8 +259,6 @@ def run_suite(
 
     Returns a summary: cases planned / run / skipped by ``time_limit``, rows total, stopped early.
     """
-    from .parallel import run_jobs
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows_path, active_path = out_dir / ROWS_FILE, out_dir / ACTIVE_FILE
@@ -268,6 +271,7 @@ def run_suite(
     active_cases = []
     if active is not None:
         for dataset, setting in active.starts.items():
+            setting = canonical_setting(setting)
             check_setting(dataset, setting)
             skip = int(getattr(active, "skip", {}).get(dataset, 0))
             for name in list_cases(root, dataset)[skip: skip + active.cases]:
@@ -283,7 +287,8 @@ def run_suite(
             with active_path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
 
-    summary = run_jobs(jobs, spec, root, active, on_done, workers=workers, time_limit=time_limit, log=log)
+    summary = run_jobs(jobs, spec, root, active, on_done, run_job=run_case_job, workers=workers,
+                       time_limit=time_limit, log=log)
     summary.update(rows_total=n_total, rows_done=len(read_rows(rows_path)))
     return summary
 

@@ -19,9 +19,9 @@ from typing import Any, Callable
 
 from ..io import atomic_write_text
 from .cases import list_cases
-from .methods import Budget
+from .contenders import Budget
 from .runner import ACTIVE_FILE, SuiteSpec, machine_info, read_rows, run_suite
-SIM_SETTINGS = ["scribbles", "points-5", "slices-1", "slices-3", "slices-5"]
+SIM_SETTINGS = ["scribbles", "points:5", "slices:1", "slices:3", "slices:5"]
 
 
 @dataclass
@@ -55,12 +55,12 @@ def quick_specs() -> tuple[SuiteSpec, ActiveSpec]:
     """
     budget = Budget(steps=12, warm_steps=4, seconds=120)
     suite = SuiteSpec(
-        settings={"acdc": ["human-scribbles"], "hippocampus": ["slices-1"]},
+        settings={"acdc": ["human-scribbles"], "hippocampus": ["slices:1"]},
         methods=["sparseseg", "random-walker", "sam", "supervised"], budget=budget, distances=True,
         shared_pseudo="random-walker", skip_methods={"hippocampus": ["sam"]},
     )
     suite.cases = {"acdc": ["patient041_frame01"], "hippocampus": ["hippocampus_001"]}
-    active = ActiveSpec(starts={"hippocampus": "slices-1"}, cases=1, rounds=2,
+    active = ActiveSpec(starts={"hippocampus": "slices:1"}, cases=1, rounds=2,
                         strategies=["entropy", "random", "sequential"])
     return suite, active
 
@@ -87,7 +87,7 @@ def full_specs(max_cases: int | None = None, root: Path | None = None) -> tuple[
     if max_cases is None:
         suite.cases = {"brain_tumor": one_case_per_patient(root)}
     # hippocampus_001/003/004/006 chose the refine radii and the entropy spread: evaluate on the next three
-    active = ActiveSpec(starts={"hippocampus": "slices-1", "acdc": "human-scribbles"},
+    active = ActiveSpec(starts={"hippocampus": "slices:1", "acdc": "human-scribbles"},
                         cases=3 if max_cases is None else min(3, max_cases), rounds=8,
                         skip={"hippocampus": 4} if max_cases is None else {})
     return suite, active
@@ -107,10 +107,10 @@ def one_case_per_patient(root: Path | None, dataset: str = "brain_tumor", n: int
 
 def ablation_methods() -> list[str]:
     """Ours, every registered seed-paper method, and the two no-training baselines."""
-    from .methods import METHODS, sync_segment_methods
+    from .contenders import CONTENDERS, sync_segment_methods
 
     sync_segment_methods()
-    seeds = sorted(n for n, m in METHODS.items() if m.kind == "seed-paper")
+    seeds = sorted(n for n, m in CONTENDERS.items() if m.kind == "seed-paper")
     return ["sparseseg", *seeds, "random-walker", "sam"]
 
 
@@ -119,7 +119,7 @@ def ablation_specs(root: Path | None = None) -> tuple[SuiteSpec, ActiveSpec]:
     GPU machine with ``--workers``: ACDC 20 volumes with human scribbles, hippocampus 10 cases and
     brain tumour 4 patients (one visit each) with 3 labelled slices; 300 steps; no active learning."""
     suite = SuiteSpec(
-        settings={"acdc": ["human-scribbles"], "hippocampus": ["slices-3"], "brain_tumor": ["slices-3"]},
+        settings={"acdc": ["human-scribbles"], "hippocampus": ["slices:3"], "brain_tumor": ["slices:3"]},
         methods=ablation_methods(), budget=Budget(steps=300, warm_steps=40, seconds=600, device="auto"),
         case_limits={"hippocampus": 10, "brain_tumor": 4},
     )
@@ -141,7 +141,7 @@ def estimate_full_run(rows: list[dict[str, Any]], active: list[dict[str, Any]], 
     import numpy as np
 
     from .cases import find_data_root
-    from .methods import METHODS
+    from .contenders import CONTENDERS
 
     try:
         root = find_data_root()
@@ -153,7 +153,7 @@ def estimate_full_run(rows: list[dict[str, Any]], active: list[dict[str, Any]], 
     for ds, settings in suite.settings.items():
         n_cases = len(list_cases(root, ds)[: suite.case_limits.get(ds, suite.max_cases) or None])
         for m in suite.methods:
-            n = n_cases * (1 if not METHODS[m].uses_marks else len(settings))
+            n = n_cases * (1 if not CONTENDERS[m].uses_marks else len(settings))
             n_rows += n
             rs = [r for r in rows if r["dataset"] == ds and r["method"] == m and not r.get("error")]
             if not rs:
@@ -168,7 +168,7 @@ def estimate_full_run(rows: list[dict[str, Any]], active: list[dict[str, Any]], 
         per_round = np.mean([v["seconds"] / max(len(v["dice"]) - 1, 1) for r in active for v in r["strategies"].values()])
         n_rounds = act.cases * len(act.starts) * len(act.strategies) * act.rounds
         total += n_rounds * float(per_round) * act_scale(warm_steps, suite.budget.warm_steps)
-    txt = (f"The full run (`sparseseg bench --workers 14 --out bench/results/full --md bench/RESULTS.md`: {n_rows} rows over "
+    txt = (f"The full run (`sparseseg bench --workers 14 --out bench/results/full --md bench/results/full/RESULTS.md`: {n_rows} rows over "
            f"{', '.join(f'{d} ({len(s)} setting(s))' for d, s in suite.settings.items())}, "
            f"{suite.budget.steps} steps; active learning on {act.cases} case(s) of {', '.join(act.starts)}, "
            f"{act.rounds} rounds x {suite.budget.warm_steps} warm steps) would take roughly "
@@ -217,7 +217,7 @@ def write_report(out_dir: Path, command: str | None = None, md_path: Path | None
     lines.append("Presets: `--quick` (CI smoke run: 1 ACDC + 1 hippocampus volume, ours + every baseline, "
                  "walker pseudo-labels, 12 steps, 2 active-learning rounds); `--preset ablation` (issue 6: "
                  "ACDC 20 volumes with human scribbles, hippocampus 10 cases and brain tumour 4 patients at "
-                 "slices-3, ours + every seed-paper method + walker + SAM, shared `auto` pseudo-labels, 300 steps, "
+                 "slices:3, ours + every seed-paper method + walker + SAM, shared `auto` pseudo-labels, 300 steps, "
                  "device auto; on a GPU machine add `--workers 8 --time-limit SECONDS`); default (`full`): every "
                  "setting and method of issue 8 on ACDC 8 volumes, hippocampus 4 cases and brain tumour 4 "
                  "patients, 200 steps, active learning on 3 hippocampus + 3 ACDC cases x 8 rounds, sized for "
@@ -251,15 +251,15 @@ def write_report(out_dir: Path, command: str | None = None, md_path: Path | None
                      f"seed-paper methods and active learning: "
                      f"`{(meta.get('spec') or {}).get('shared_pseudo', 'auto')}`.\n")
     if rows:
-        from .methods import METHODS
+        from .contenders import CONTENDERS
 
-        from .methods import sync_segment_methods
+        from .contenders import sync_segment_methods
 
         sync_segment_methods()
-        lines.append("Methods (registry: `napari_sparseseg.benchmarking.methods`; every method of "
+        lines.append("Methods (registry: `napari_sparseseg.benchmarking.contenders`; every method of "
                      "`napari_sparseseg.methods` other than `default` is added there as `seed-paper`):\n")
         for name in dict.fromkeys(r["method"] for r in rows):
-            m = METHODS.get(name)
+            m = CONTENDERS[name] if name in CONTENDERS else None
             lines.append(f"- `{name}` [{m.kind if m else '?'}]: {m.description if m else ''}")
         lines.append("")
         lines.append("## Dice against effort, side by side\n")

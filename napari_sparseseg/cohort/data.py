@@ -21,7 +21,7 @@ import torch
 from ..annotations.sparse import IGNORE_INDEX, SparseAnnotation
 from ..io.volume import Volume
 from ..pseudo.types import PseudoLabels
-from ..training.data import class_to_channel, mark_targets, normalise_intensity, pseudo_prior
+from ..training.data import class_to_channel, mark_targets, percentile_zscore, pseudo_prior
 
 IGNORE_U8 = 255
 
@@ -53,7 +53,7 @@ class ScanTensors:
         assert ann is not None
         self.name = scan.name or (scan.image.name or "")
         self.classes = tuple(int(c) for c in classes)
-        norm, _ = normalise_intensity(scan.image.array)
+        norm, _ = percentile_zscore(scan.image.array)
         self.image = torch.from_numpy(norm.astype(np.float16))
         self.marks = torch.from_numpy(_u8_targets(mark_targets(ann)))
         self.threshold = float(threshold)

@@ -20,7 +20,7 @@ from ..io.volume import Volume
 from ..models.networks import NetworkSpec, build_network
 from ..pseudo.types import PseudoLabels
 from ..training.checkpoint import load_checkpoint
-from ..training.data import channel_to_class, normalise_intensity, pseudo_prior
+from ..training.data import channel_to_class, percentile_zscore, pseudo_prior
 from ..training.inference import predict_probabilities, probabilities_to_outputs
 from ..training.trainer import pick_device
 from .data import uniform_prior
@@ -76,7 +76,7 @@ class CohortModel:
     def predict_proba(self, image: Volume, annotation: SparseAnnotation | None = None,
                       pseudo: PseudoLabels | None = None) -> torch.Tensor:
         """Softmax ``(K, Z, Y, X)`` on the image grid."""
-        norm, _ = normalise_intensity(image.array)
+        norm, _ = percentile_zscore(image.array)
         img = torch.from_numpy(norm)
         k = len(self.classes) + 1
         prior_np, _ = self.prior_for(image, annotation, pseudo) if self.uses_prior else (None, None)

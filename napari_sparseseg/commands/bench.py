@@ -27,12 +27,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", type=Path, default=Path("bench/results"), help="output folder (default bench/results)")
     p.add_argument("--md", type=Path, default=None,
-                   help="markdown report to write (default OUT/RESULTS.md; the committed one: bench/RESULTS.md)")
+                   help="markdown report to write (default OUT/RESULTS.md; the committed one: bench/results/full/RESULTS.md)")
     p.add_argument("--data", type=Path, default=None, help="shared data folder (default: ../shared/data or $SPARSESEG_DATA)")
     p.add_argument("--quick", action="store_true", help="2 hippocampus cases + 1 ACDC volume, short budgets (< 3 min)")
     p.add_argument("--preset", choices=("quick", "full", "ablation"), default=None,
                    help="quick (= --quick); full (every setting of issue 8, the default); ablation (issue 6: "
-                   "ACDC 20 volumes human scribbles, hippocampus 10 + brain tumour 4 patients at slices-3, ours + "
+                   "ACDC 20 volumes human scribbles, hippocampus 10 + brain tumour 4 patients at slices:3, ours + "
                    "every seed-paper method + walker + SAM, 300 steps, no active learning)")
     p.add_argument("--workers", type=int, default=1,
                    help="cases run in parallel spawned processes, each with max(1, cores // N) torch threads "
@@ -46,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="torch device of every trained method and SAM (auto, cpu, cuda)")
     p.add_argument("--datasets", nargs="+", default=None, help="subset of data sets (acdc hippocampus brain_tumor)")
     p.add_argument("--settings", nargs="+", default=None,
-                   help="override the settings for every simulated data set (e.g. slices-1 slices-3 points-5)")
+                   help="override the settings for every simulated data set (e.g. slices:1 slices:3 points:5)")
     p.add_argument("--methods", nargs="+", default=None, help="subset of methods (see --list)")
     p.add_argument("--cases", type=int, default=None, help="at most this many cases per data set")
     p.add_argument("--steps", type=int, default=None, help="training steps of every trained method")
@@ -64,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "re-solving the pseudo-labels around it (the product's behaviour; this flag is the ablation)")
     p.add_argument("--active-cases", type=int, default=None, help="active-learning cases per data set")
     p.add_argument("--active-datasets", nargs="+", default=None,
-                   help="data sets of the active-learning simulation (default: hippocampus from slices-1, "
+                   help="data sets of the active-learning simulation (default: hippocampus from slices:1, "
                    "ACDC from its human scribbles)")
     p.add_argument("--no-active", action="store_true", help="skip the active-learning simulation")
     p.add_argument("--no-suite", action="store_true", help="only the active-learning simulation")
@@ -80,19 +80,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from ..benchmarking import METHODS, get_method
+    from ..benchmarking import CONTENDERS, get_contender
     from ..benchmarking.cases import DATASETS, check_setting, find_data_root
     from ..benchmarking.suite import PRESETS, ablation_specs, command_line, full_specs, run_bench, write_report
 
-    from ..benchmarking.methods import sync_segment_methods
+    from ..benchmarking.contenders import sync_segment_methods
 
     sync_segment_methods()
     if args.list:
-        for name, m in METHODS.items():
+        for name, m in CONTENDERS.items():
             print(f"method   {name:14s} [{m.kind}] {m.description}")
         for name, d in DATASETS.items():
             extra = ", human-scribbles" if d.human_scribbles else ""
-            print(f"dataset  {name:14s} classes {dict(d.class_names)}; settings scribbles, points-K, slices-K{extra}")
+            print(f"dataset  {name:14s} classes {dict(d.class_names)}; settings scribbles, points:K, slices:K{extra}")
         return 0
     command = command_line(sys.argv[2:] if len(sys.argv) > 1 and sys.argv[1] == "bench" else [])
     if args.report_only:
@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
             raise SparsesegError(f"unknown data set(s) {unknown}; choose from {', '.join(DATASETS)}")
         suite.settings = {d: s for d, s in suite.settings.items() if d in args.datasets}
         for d in args.datasets:
-            suite.settings.setdefault(d, ["human-scribbles"] if d == "acdc" else ["slices-3"])
+            suite.settings.setdefault(d, ["human-scribbles"] if d == "acdc" else ["slices:3"])
         active.starts = {d: s for d, s in active.starts.items() if d in args.datasets}
     if args.settings:  # ACDC keeps its human scribbles; the simulated data sets take these
         suite.settings = {d: (s if d == "acdc" else list(args.settings)) for d, s in suite.settings.items()}
@@ -132,22 +132,20 @@ def run(args: argparse.Namespace) -> int:
 
         raise SparsesegError("--workers must be >= 1")
     for m in suite.methods:
-        get_method(m)  # an unknown name fails here, before any data is loaded
+        get_contender(m)  # an unknown name fails here, before any data is loaded
     suite.seed = args.seed
     if args.pseudo:
-        from ..pseudo import METHODS as PSEUDO_METHODS
+        from ..pseudo import PSEUDO_METHODS
 
-        if args.pseudo not in PSEUDO_METHODS:
-            from ..errors import SparsesegError
-
-            raise SparsesegError(f"unknown pseudo-label method {args.pseudo!r}; choose from {', '.join(PSEUDO_METHODS)}")
+        if args.pseudo != "auto":
+            PSEUDO_METHODS.get(args.pseudo)  # an unknown name fails here, listing the choices
         suite.shared_pseudo = args.pseudo
     suite.distances = not args.no_distances
     if args.rounds is not None:
         active.rounds = args.rounds
     if args.active_datasets:
-        active.starts = {d: s for d, s in {"hippocampus": "slices-1", "acdc": "human-scribbles",
-                                           "brain_tumor": "slices-1"}.items() if d in args.active_datasets}
+        active.starts = {d: s for d, s in {"hippocampus": "slices:1", "acdc": "human-scribbles",
+                                           "brain_tumor": "slices:1"}.items() if d in args.active_datasets}
     if args.strategies:
         from ..active import STRATEGIES
 

@@ -19,7 +19,7 @@ from ..errors import AnnotationError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from ..pseudo.api import METHODS
+    from ..pseudo.api import method_names
 
     p = subparsers.add_parser(
         "pseudo",
@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="value that marks background in ANN (default: from its sidecar; ACDC scribbles: 4)")
     p.add_argument("-o", "--output", required=True, type=Path, help="pseudo-label map to write (.nii.gz or .zarr)")
     p.add_argument("--confidence", required=True, type=Path, help="confidence map to write (float32, 0..1)")
-    p.add_argument("--method", default="auto", choices=METHODS, help="pseudo-label method (default: auto = best measured)")
+    p.add_argument("--method", default="auto", choices=method_names(), help="pseudo-label method (default: auto = best measured)")
     p.add_argument("--backend", default="litemedsam",
                    help="SAM backend: litemedsam | litemedsam:PATH | sam-vit_b:PATH | sam-vit_l:PATH | sam-vit_h:PATH")
     p.add_argument("--threshold", type=float, default=None,

@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, type=Path, help="label map to write (.nii.gz or .zarr)")
     p.add_argument("--budget-seconds", type=float, default=60.0,
                    help="training time (default 60); 0 = only predict, e.g. with a cohort model from `sparseseg "
-                   "pretrain` (measured best on ACDC: bench/cohort_results.md)")
+                   "pretrain` (measured best on ACDC: bench/results/cohort_pretraining/cohort_results.md)")
     p.add_argument("--init", type=Path, default=None, help="start from this checkpoint (.safetensors)")
     p.add_argument("--save-model", type=Path, default=None, help="write the trained model here (.safetensors)")
     p.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, cuda:1, mps")

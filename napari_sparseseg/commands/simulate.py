@@ -8,36 +8,19 @@ README demo and the benchmarks to get reproducible "user effort".
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
 from pathlib import Path
 
+from ..annotations.annotators import GRAMMAR, AnnotatorSpec, parse_annotator
 from ..errors import AnnotationError
 
-MODES_HELP = "scribbles[:axis] | points:K | slices:K[:axis]"
+MODES_HELP = GRAMMAR
+#: the CLI's names for the shared grammar (:mod:`napari_sparseseg.annotations.annotators`)
+Mode = AnnotatorSpec
 
 
-@dataclass(frozen=True)
-class Mode:
-    kind: str  # "scribbles", "points" or "slices"
-    k: int = 0
-    axis: int = 0
-
-
-def parse_mode(text: str) -> Mode:
-    """``"scribbles"``, ``"scribbles:2"``, ``"points:5"``, ``"slices:3"``, ``"slices:3:2"`` -> :class:`Mode`."""
-    parts = text.strip().lower().split(":")
-    kind, args = parts[0], parts[1:]
-    try:
-        nums = [int(a) for a in args]
-    except ValueError:
-        raise AnnotationError(f"--mode {text!r}: numbers expected after ':' ({MODES_HELP})") from None
-    if kind == "scribbles" and len(nums) <= 1:
-        return Mode("scribbles", 0, nums[0] if nums else 0)
-    if kind == "points" and len(nums) == 1 and nums[0] >= 1:
-        return Mode("points", nums[0])
-    if kind == "slices" and len(nums) in (1, 2) and nums[0] >= 1:
-        return Mode("slices", nums[0], nums[1] if len(nums) == 2 else 0)
-    raise AnnotationError(f"--mode {text!r} is not understood; use {MODES_HELP} with K >= 1")
+def parse_mode(text: str) -> AnnotatorSpec:
+    """``--mode`` text -> :class:`AnnotatorSpec` (the grammar the benchmark's settings use too)."""
+    return parse_annotator(text)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -60,7 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..annotations import save_annotation, simulate_points, simulate_scribbles, simulate_slices
+    from ..annotations import save_annotation
+    from ..annotations.annotators import simulate
     from ..io import read_labels
 
     from ..io.outputs import OutputSet
@@ -78,15 +62,7 @@ def _simulate(args: argparse.Namespace, mode, out: Path) -> int:
     from ..io import read_labels
 
     gt = read_labels(args.labels)
-    dense = gt.array
-    if mode.axis >= dense.ndim or mode.axis < 0:
-        raise AnnotationError(f"axis {mode.axis} does not exist in a {dense.ndim}D label map (use 0..{dense.ndim - 1})")
-    if mode.kind == "scribbles":
-        ann = simulate_scribbles(dense, args.background_label, seed=args.seed, axis=mode.axis)
-    elif mode.kind == "points":
-        ann = simulate_points(dense, mode.k, args.background_label, seed=args.seed, spacing=gt.spacing)
-    else:
-        ann = simulate_slices(dense, mode.k, mode.axis, args.background_label, seed=args.seed)
+    ann = simulate(gt.array, mode, args.background_label, seed=args.seed, spacing=gt.spacing)
     path, side = save_annotation(out, ann, gt)
     counts = ann.counts()
     per = ", ".join(f"{c}: {counts.get(c, 0)}" for c in ann.classes)

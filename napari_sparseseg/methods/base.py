@@ -23,6 +23,7 @@ import torch
 from ..annotations.sparse import SparseAnnotation
 from ..errors import SparsesegError
 from ..io.volume import Volume
+from ..registry import Registry
 from ..training.config import TrainConfig
 
 ProgressFn = Callable[[int, dict[str, float]], None]
@@ -82,9 +83,9 @@ class MethodContext:
         pseudo targets, weights, crop centres).  Built once; crop with
         :func:`napari_sparseseg.training.data.crop_batch`."""
         if self._prepared is None:
-            from ..training.data import build_training_data, normalise_intensity
+            from ..training.data import build_training_data, percentile_zscore
 
-            norm, _ = normalise_intensity(self.image.array)
+            norm, _ = percentile_zscore(self.image.array)
             use_prior = bool(self.config.pseudo_input and self.pseudo is not None)
             self._prepared = build_training_data(norm, self.annotation, self.pseudo, use_prior,
                                                  self.config.threshold, self.rng())
@@ -134,14 +135,21 @@ class MethodInfo:
     description: str
 
 
-SEGMENT_METHODS: dict[str, MethodInfo] = {}
+def _import_method_modules() -> None:
+    from . import load_all
+
+    load_all()
+
+
+#: segmentation methods by name; every module of this package registers its own on import
+SEGMENT_METHODS: Registry[MethodInfo] = Registry("method", load=_import_method_modules)
 
 
 def register(name: str, *, paper: str, description: str) -> Callable[[MethodFn], MethodFn]:
     """Decorator: make ``fn`` available as ``sparseseg segment --method NAME`` and in the ablation."""
 
     def deco(fn: MethodFn) -> MethodFn:
-        SEGMENT_METHODS[name] = MethodInfo(name, fn, paper, description)
+        SEGMENT_METHODS.register(name, MethodInfo(name, fn, paper, description))
         return fn
 
     return deco
@@ -155,13 +163,12 @@ def make_context(image: Volume, annotation: SparseAnnotation, pseudo: Any | None
 
 def run_method(name: str, ctx: MethodContext) -> MethodOutput:
     """Run method ``name`` (see :data:`SEGMENT_METHODS`); adds ``seconds`` to ``info``."""
-    from . import load_all
+    from . import FAILED, load_all
 
     load_all()
-    try:
-        spec = SEGMENT_METHODS[name]
-    except KeyError:
-        raise SparsesegError(f"unknown method {name!r}; choose from {', '.join(sorted(SEGMENT_METHODS))}") from None
+    if name in FAILED:
+        raise SparsesegError(f"method {name!r} could not be imported: {FAILED[name]}")
+    spec = SEGMENT_METHODS.get(name)
     t0 = time.perf_counter()
     out = spec.fn(ctx)
     labels = np.asarray(out.labels)

@@ -159,7 +159,7 @@ def _draw(v: _Volume, ctr, size, rng, gen, k: int, opt: RadaOptions, augment: bo
 @register("rada", paper="rada-barely-supervised.txt",
           description="tri-view shared 2D U-Net + region alignment with frozen LiteMedSAM features (Alpha-CLIP substitute)")
 def run_rada(ctx: MethodContext, options: RadaOptions | None = None) -> MethodOutput:
-    from ..pseudo.normalize import normalize_intensity
+    from ..pseudo.normalize import percentile_unit_range
     from ..sam.loaders import load_backend
 
     opt = options or RadaOptions()
@@ -184,7 +184,7 @@ def run_rada(ctx: MethodContext, options: RadaOptions | None = None) -> MethodOu
         from ..sam.fast import enable_fast_encoder
 
         enable_fast_encoder(backend)
-    emb, rows, input_size = encode_slices(backend, normalize_intensity(ctx.image.array), enc_slices, dev, opt.cache_dir)
+    emb, rows, input_size = encode_slices(backend, percentile_unit_range(ctx.image.array), enc_slices, dev, opt.cache_dir)
     encode_seconds = time.perf_counter() - t0
 
     marks = data.marks.to(dev)

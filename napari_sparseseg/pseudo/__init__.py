@@ -7,9 +7,9 @@ Public API::
     targets = pl.targets(t=0.5)   # label where confident, -1 (ignore) elsewhere
 """
 
-from .api import DEFAULT_METHOD, DEFAULT_THRESHOLD, METHODS, make_pseudo_labels
+from .api import DEFAULT_METHOD, DEFAULT_THRESHOLD, PSEUDO_METHODS, make_pseudo_labels, method_names
 from .types import PseudoLabels
 from .walker import random_walker_pseudo, walker_probabilities
 
-__all__ = ["DEFAULT_METHOD", "DEFAULT_THRESHOLD", "METHODS", "PseudoLabels", "make_pseudo_labels",
+__all__ = ["DEFAULT_METHOD", "DEFAULT_THRESHOLD", "PSEUDO_METHODS", "PseudoLabels", "make_pseudo_labels", "method_names",
            "random_walker_pseudo", "walker_probabilities"]

@@ -1,4 +1,8 @@
-"""``make_pseudo_labels``: one entry point for every pseudo-label method (CLI, widget, trainer)."""
+"""``make_pseudo_labels``: one entry point for every pseudo-label method (CLI, widget, trainer).
+
+Methods live in :data:`PSEUDO_METHODS` (a :class:`~napari_sparseseg.registry.Registry`): a new one is a
+function ``fn(image, ann, *, spacing, backend, progress, **options) -> PseudoLabels`` registered with
+``@PSEUDO_METHODS.register("name")``."""
 
 from __future__ import annotations
 
@@ -10,17 +14,49 @@ import numpy as np
 from ..annotations.sparse import SparseAnnotation
 from ..errors import AnnotationError, PseudoLabelError
 from ..io.volume import Volume
+from ..registry import Registry
 from .types import PseudoLabels
 from .walker import random_walker_pseudo
 
-#: methods accepted by :func:`make_pseudo_labels`; ``"auto"`` picks the best measured one
-#: (see bench/pseudo_results.md)
-METHODS: tuple[str, ...] = ("auto", "random-walker", "random-walker-nearest", "random-walker-ignore",
-                            "sam", "fusion")
-#: the best measured (bench/pseudo_results.md): walker+SAM fusion beat the walker on ACDC (20 volumes,
+PseudoFn = Callable[..., PseudoLabels]
+#: pseudo-label methods by name; ``"auto"`` (:data:`DEFAULT_METHOD`) is accepted too
+PSEUDO_METHODS: Registry[PseudoFn] = Registry("pseudo-label method", error=AnnotationError)
+#: the best measured (bench/results/pseudo/): walker+SAM fusion beat the walker on ACDC (20 volumes,
 #: human scribbles), brain tumour and hippocampus (3 labelled slices)
 DEFAULT_METHOD = "fusion"
 DEFAULT_THRESHOLD = 0.5
+
+
+def _walker(unmarked: str) -> PseudoFn:
+    def fn(arr: np.ndarray, ann: SparseAnnotation, *, spacing: tuple, backend: Any = None,
+           progress: Callable[[int, int], None] | None = None, **options: Any) -> PseudoLabels:
+        options.pop("cache_dir", None)  # the walker needs no embeddings
+        return random_walker_pseudo(arr, ann, unmarked=unmarked, spacing=spacing, progress=progress, **options)
+
+    return fn
+
+
+def _sam(method: str) -> PseudoFn:
+    def fn(arr: np.ndarray, ann: SparseAnnotation, *, spacing: tuple, backend: Any = None,
+           progress: Callable[[int, int], None] | None = None, **options: Any) -> PseudoLabels:
+        from .sam_fusion import sam_pseudo  # heavy (torch) import only when asked
+
+        return sam_pseudo(arr, ann, method=method, backend=backend, spacing=spacing, progress=progress, **options)
+
+    return fn
+
+
+# the walker variants differ in what unmarked slices get: a 3D walk, the nearest marked slice, nothing
+PSEUDO_METHODS.register("random-walker", _walker("walker3d"))
+PSEUDO_METHODS.register("random-walker-nearest", _walker("nearest"))
+PSEUDO_METHODS.register("random-walker-ignore", _walker("ignore"))
+PSEUDO_METHODS.register("sam", _sam("sam"))
+PSEUDO_METHODS.register("fusion", _sam("fusion"))
+
+
+def method_names() -> tuple[str, ...]:
+    """Every name :func:`make_pseudo_labels` accepts (``auto`` first)."""
+    return ("auto", *PSEUDO_METHODS.names())
 
 
 def _as_image(image: Volume | np.ndarray) -> tuple[np.ndarray, tuple[float, float, float]]:
@@ -66,7 +102,7 @@ def make_pseudo_labels(
     Args:
         image: the 3D image (a :class:`Volume` gives the voxel spacing to the 3D walker).
         ann: the sparse marks (0 = unmarked, classes > 0, ``ann.background_label``).
-        method: one of :data:`METHODS`.
+        method: ``"auto"`` or a name in :data:`PSEUDO_METHODS`.
         backend: a SAM backend or engine (only for the SAM-based methods; default LiteMedSAM).
         threshold: recorded in ``info``; the caller applies it with ``PseudoLabels.confident(t)``.
         progress: ``progress(done, total)`` callback (for the widget's progress bar).
@@ -77,24 +113,13 @@ def make_pseudo_labels(
     if arr.ndim != 3:
         raise AnnotationError(f"pseudo-labels need a 3D image, got {arr.ndim}D")
     ann.validate(arr.shape)
-    if method not in METHODS:
-        raise AnnotationError(f"unknown pseudo-label method {method!r}; choose one of {', '.join(METHODS)}")
     if not 0.0 <= float(threshold) <= 1.0:
         raise AnnotationError(f"the confidence threshold must lie in [0, 1], got {threshold}")
     if method == "auto":
         method = DEFAULT_METHOD
+    fn = PSEUDO_METHODS.get(method)
     progress = _bounded(progress, time_limit)
-    if method.startswith("random-walker"):
-        options.pop("cache_dir", None)  # the walker needs no embeddings
-        unmarked = {"random-walker": "walker3d", "random-walker-nearest": "nearest",
-                    "random-walker-ignore": "ignore"}[method]
-        out = random_walker_pseudo(arr, ann, unmarked=unmarked, spacing=spacing, progress=progress,
-                                   **options)
-    else:
-        from .sam_fusion import sam_pseudo  # heavy (torch) import only when asked
-
-        out = sam_pseudo(arr, ann, method=method, backend=backend, spacing=spacing, progress=progress,
-                         **options)
+    out = fn(arr, ann, spacing=spacing, backend=backend, progress=progress, **options)
     out.info["threshold"] = float(threshold)
     out.info.setdefault("method", method)
     return out

@@ -1,11 +1,12 @@
-"""Intensity normalisation shared by the walker and the SAM backends."""
+"""Intensity scaling to [0, 1] shared by the walker and the SAM backends (the trainer standardises
+instead: :func:`napari_sparseseg.training.data.percentile_zscore`)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 
-def normalize_intensity(image: np.ndarray, lo: float = 0.5, hi: float = 99.5) -> np.ndarray:
+def percentile_unit_range(image: np.ndarray, lo: float = 0.5, hi: float = 99.5) -> np.ndarray:
     """Robust [0, 1] scaling by percentiles, computed over the whole volume.
 
     Why per volume and not per slice: a slice that holds only background would otherwise be stretched

@@ -21,7 +21,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ..annotations.sparse import SparseAnnotation
-from .normalize import normalize_intensity
+from .normalize import percentile_unit_range
 from .types import PseudoLabels
 from .walker import seed_channels, walker_probabilities
 
@@ -68,7 +68,7 @@ def refine_around_marks(
     added = new_marks(old, new)
     if not added.any():
         return pseudo.with_marks(new)
-    img = normalize_intensity(image)
+    img = percentile_unit_range(image)
     classes = tuple(pseudo.classes)
     n_ch = len(classes) + 1
     labels = pseudo.labels.copy()

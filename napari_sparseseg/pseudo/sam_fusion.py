@@ -29,7 +29,7 @@ from ..sam.cache import EmbeddingCache, order_by_distance
 from ..sam.loaders import load_backend
 from ..sam.prompts import ClassPrompt, bbox, detect_nesting, prompts_from_marks
 from ..sam.propagate import StopRule, propagate_mask
-from .normalize import normalize_intensity
+from .normalize import percentile_unit_range
 from .types import PseudoLabels
 from .walker import random_walker_pseudo
 
@@ -247,9 +247,9 @@ def sam_pseudo(
 
     ``backend``: a spec string (``load_backend``), a :class:`SamBackend` or an :class:`EmbeddingCache`
     of this volume; ``fast`` switches a CPU backend to the ONNX Runtime encoder.  ``lam`` and
-    ``box_margin`` defaults are the best measured on ACDC (bench/pseudo_results.md).
+    ``box_margin`` defaults are the best measured on ACDC (bench/results/pseudo/pseudo_results.md).
     """
-    img01 = normalize_intensity(image)
+    img01 = percentile_unit_range(image)
     if isinstance(backend, EmbeddingCache):
         cache = backend
     if cache is None:

@@ -23,7 +23,7 @@ from skimage.segmentation import random_walker
 
 from ..annotations.sparse import SparseAnnotation
 from ..errors import PseudoLabelError
-from .normalize import normalize_intensity
+from .normalize import percentile_unit_range
 from .types import PseudoLabels
 
 UNMARKED_MODES = ("walker3d", "nearest", "ignore")
@@ -133,7 +133,7 @@ def random_walker_pseudo(
     """Random-walker pseudo-labels per slice along axis 0 (see the module docstring)."""
     if unmarked not in UNMARKED_MODES:
         raise ValueError(f"unmarked must be one of {UNMARKED_MODES}, got {unmarked!r}")
-    img = normalize_intensity(image)
+    img = percentile_unit_range(image)
     classes = tuple(ann.classes)
     n_ch = len(classes) + 1
     seeds = seed_channels(ann.labels, ann.background_label, classes)

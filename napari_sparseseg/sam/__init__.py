@@ -10,11 +10,11 @@ Quick use::
 
 from .backend import Embedding, SamBackend
 from .cache import EmbeddingCache, default_cache_dir, order_by_distance, predict_slice_mask, volume_key
-from .loaders import BACKEND_CHOICES, load_backend, load_litemedsam, load_segment_anything, tiny_random_sam
+from .loaders import SAM_BACKENDS, backend_choices, load_backend, load_litemedsam, load_segment_anything, tiny_random_sam
 from .prompts import ClassPrompt, detect_nesting, prompts_from_marks
 from .propagate import StopRule, propagate_mask
 
-__all__ = ["BACKEND_CHOICES", "ClassPrompt", "Embedding", "EmbeddingCache", "SamBackend", "StopRule",
+__all__ = ["SAM_BACKENDS", "ClassPrompt", "Embedding", "EmbeddingCache", "SamBackend", "StopRule", "backend_choices",
            "default_cache_dir", "detect_nesting", "load_backend", "load_litemedsam", "load_segment_anything",
            "order_by_distance", "predict_slice_mask", "prompts_from_marks", "propagate_mask", "tiny_random_sam",
            "volume_key"]

@@ -50,7 +50,7 @@ class EmbeddingCache:
 
     Args:
         backend: the SAM backend that encodes.
-        volume: the 3D image, already scaled to [0, 1] (``pseudo.normalize.normalize_intensity``).
+        volume: the 3D image, already scaled to [0, 1] (``pseudo.normalize.percentile_unit_range``).
         axis: slicing axis (0 = the acquisition axis in this package's array order).
         cache_dir: folder for the zarr store; ``None`` keeps everything in memory only.
         max_items: how many embeddings the in-memory LRU holds (LiteMedSAM: 4 MiB each).

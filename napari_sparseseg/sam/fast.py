@@ -1,6 +1,6 @@
 """Fast CPU path for the image encoder: the same weights run by ONNX Runtime.
 
-Measured on this project's 2-core machine (bench/bench_sam_speed.py): ONNX Runtime fp32 runs the
+Measured on this project's 2-core machine (bench/scripts/bench_sam_speed.py): ONNX Runtime fp32 runs the
 LiteMedSAM TinyViT encoder 2.4-3x faster than eager torch with identical embeddings (max abs
 difference ~1e-6); dynamic int8 quantisation (torch or ONNX Runtime) was slower or changed the
 embedding too much (max abs error 0.2-0.8), so it is not used.  The mask decoder is exported too

@@ -9,6 +9,9 @@ Specs (CLI ``--backend`` and the widget use the same strings):
 
 A checkpoint that cannot be read, or whose tensors do not fit the requested architecture, raises
 :class:`CheckpointError` naming the expected architecture and, when recognisable, the one it holds.
+
+Backend kinds live in :data:`SAM_BACKENDS` (``kind -> loader(path | None, device)``); a new one is a
+loader registered with ``@SAM_BACKENDS.register("kind")``.
 """
 
 from __future__ import annotations
@@ -17,15 +20,17 @@ import hashlib
 import warnings
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from ..errors import CheckpointError
+from ..registry import Registry
 from .backend import SamBackend
 
 SAM_WIDTHS = {"vit_b": 768, "vit_l": 1024, "vit_h": 1280}
-BACKEND_CHOICES = ("litemedsam", "litemedsam:PATH", "sam-vit_b:PATH", "sam-vit_l:PATH", "sam-vit_h:PATH")
+#: ``kind -> loader(path or None, device)``: the part of a spec before ``:PATH``
+SAM_BACKENDS: Registry[Callable[[str | None, str], SamBackend]] = Registry("backend", error=CheckpointError)
 
 
 def guess_architecture(state: dict[str, Any]) -> str:
@@ -153,17 +158,36 @@ def tiny_random_sam(seed: int = 0, image_size: int = 256) -> SamBackend:
 
 
 def load_backend(spec: "str | SamBackend | None" = None, device: str = "auto") -> SamBackend:
-    """Parse a backend spec (see the module docstring); an existing backend passes through."""
+    """Parse a backend spec (``KIND`` or ``KIND:PATH``, see the module docstring); a backend passes through."""
     if isinstance(spec, SamBackend):
         return spec
-    if spec is None or spec == "litemedsam":
-        return _bundled_litemedsam(_device(device))
-    kind, _, path = str(spec).partition(":")
-    if kind == "litemedsam" and path:
-        return load_litemedsam(path, device)
-    if kind.startswith("sam-") and path:
-        return load_segment_anything(kind[4:], path, device)
-    raise CheckpointError(f"unknown backend {spec!r}; use one of {', '.join(BACKEND_CHOICES)}")
+    kind, _, path = str(spec or "litemedsam").partition(":")
+    if kind not in SAM_BACKENDS:
+        raise CheckpointError(f"unknown backend {spec!r}; use one of {', '.join(backend_choices())}")
+    return SAM_BACKENDS.get(kind)(path or None, device)
+
+
+def backend_choices() -> tuple[str, ...]:
+    """The spec forms, for help texts and messages."""
+    return tuple(f"{k}[:PATH]" if k == "litemedsam" else f"{k}:PATH" for k in SAM_BACKENDS.names())
+
+
+@SAM_BACKENDS.register("litemedsam")
+def _litemedsam(path: str | None, device: str) -> SamBackend:
+    return _bundled_litemedsam(_device(device)) if path is None else load_litemedsam(path, device)
+
+
+def _segment_anything(arch: str) -> Callable[[str | None, str], SamBackend]:
+    def load(path: str | None, device: str) -> SamBackend:
+        if not path:
+            raise CheckpointError(f"backend sam-{arch} needs a checkpoint: sam-{arch}:PATH")
+        return load_segment_anything(arch, path, device)
+
+    return load
+
+
+for _arch in SAM_WIDTHS:
+    SAM_BACKENDS.register(f"sam-{_arch}", _segment_anything(_arch))
 
 
 @lru_cache(maxsize=2)

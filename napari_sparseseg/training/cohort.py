@@ -23,7 +23,7 @@ from ..annotations.sparse import SparseAnnotation
 from ..errors import AnnotationError
 from ..io.volume import Volume
 from .config import TrainConfig
-from .data import TrainingData, build_training_data, normalise_intensity
+from .data import TrainingData, build_training_data, percentile_zscore
 from .trainer import Trainer
 
 
@@ -49,7 +49,7 @@ def _item_data(item: CohortItem, use_prior: bool, threshold: float, rng: np.rand
     if use_prior and item.pseudo is None:
         raise AnnotationError(f"{item.image.name or 'a cohort volume'} has no pseudo-labels; give every volume "
                               "pseudo-labels or none")
-    norm, _ = normalise_intensity(item.image.array)
+    norm, _ = percentile_zscore(item.image.array)
     return build_training_data(norm, item.annotation, item.pseudo, use_prior, threshold, rng, pseudo_targets_too=False)
 
 

@@ -19,7 +19,7 @@ from ..errors import AnnotationError
 PERCENTILES = (0.5, 99.5)
 
 
-def normalise_intensity(image: np.ndarray, percentiles: Sequence[float] = PERCENTILES) -> tuple[np.ndarray, dict[str, Any]]:
+def percentile_zscore(image: np.ndarray, percentiles: Sequence[float] = PERCENTILES) -> tuple[np.ndarray, dict[str, Any]]:
     """Robust per-volume normalisation: clip to percentiles, then zero mean / unit variance.
 
     Why per volume: scanners and the shared data sets differ wildly (uint8 vs float up to 4000,

@@ -23,7 +23,7 @@ from ..models.networks import NetworkSpec, build_network, choose_network, defaul
 from . import augment as aug
 from .checkpoint import check_compatible, load_checkpoint, save_checkpoint
 from .config import TrainConfig, TrainEvent, cosine_lr
-from .data import TrainingData, build_training_data, channel_to_class, crop_batch, normalise_intensity
+from .data import TrainingData, build_training_data, channel_to_class, crop_batch, percentile_zscore
 from .inference import predict_probabilities, probabilities_to_outputs
 from .losses import consistency, partial_ce, soft_dice, weighted_ce
 
@@ -79,7 +79,7 @@ class Trainer:
         torch.manual_seed(self.config.seed)
         self._rng = np.random.default_rng(self.config.seed)
         self._gen = torch.Generator().manual_seed(self.config.seed)
-        self._norm_image, self.normalisation = normalise_intensity(image.array)
+        self._norm_image, self.normalisation = percentile_zscore(image.array)
         use_prior = self.config.pseudo_input and pseudo is not None
         in_ch = 1 + (len(self.classes) + 1 if use_prior else 0)
         init_state, init_meta = self._resolve_init(init)

@@ -6,7 +6,9 @@ import functools
 import logging
 from typing import Any, Callable, TypeVar
 
-from ..errors import SparsesegError
+from ..loop.background import (
+    error_message,  # one wording for every failure, background or not
+)
 
 log = logging.getLogger("napari_sparseseg.widget")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -29,13 +31,6 @@ def notify_info(message: str) -> None:
         show_info(message)
     except Exception:  # pragma: no cover
         log.info(message)
-
-
-def error_message(exc: BaseException) -> str:
-    """User errors keep their own one line; anything else says what kind of failure it was."""
-    if isinstance(exc, (SparsesegError, FileNotFoundError)):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"
 
 
 def guarded(method: F) -> F:

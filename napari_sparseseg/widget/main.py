@@ -14,6 +14,7 @@ from napari.layers import Image, Labels, Points, Shapes
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QScrollArea, QVBoxLayout, QWidget
 
+from ..annotations.build import from_layers, label_slice
 from ..annotations.sparse import SparseAnnotation
 from ..errors import AnnotationError
 from ..io.volume import Volume
@@ -174,7 +175,7 @@ class SparseSegWidget(QWidget):
                 setattr(self, attr, None)
         self.image_layer = image
         # every layer is made now, at the user's click: adding a layer costs napari ~0.2-0.5 s, which must
-        # not happen later on the GUI thread while predictions stream in (bench/bench_widget.py)
+        # not happen later on the GUI thread while predictions stream in (bench/scripts/bench_widget.py)
         self.ensure_prediction_layer(image)
         self.ensure_uncertainty_layer(np.zeros(image.data.shape, np.float32), image)
         self.ann_layer = L.ensure_labels(self.viewer, image, L.ANNOTATIONS, self.classes, dense=False)
@@ -250,31 +251,30 @@ class SparseSegWidget(QWidget):
 
     @guarded
     def finish_slice(self) -> None:
-        """'Label this slice': unmarked voxels of the current slice become background marks."""
+        """'Label this slice' (:func:`label_slice`): unmarked voxels of the current slice become background marks."""
         z = self.current_z()
         sl = np.asarray(self.ann_layer.data[z])
         if not np.isin(sl, self.classes.foreground_ids).any():
             raise AnnotationError(f"slice {z} has no structure marks yet: paint the structures first")
-        yy, xx = np.nonzero(sl == 0)
-        self.write_marks((np.full(yy.shape, z), yy, xx), self.classes.background)
+        dense = np.where(sl == self.classes.background, 0, sl)  # the slice as a dense label map
+        done = label_slice(self.build_annotation(), dense, axis=0, index=z).labels[z]
+        yy, xx = np.nonzero(done != sl)  # only the added background: one undo step, marks untouched
+        self.write_marks((np.full(yy.shape, z), yy, xx), done[yy, xx])
         self.set_status(f"slice {z} is fully labelled ({len(yy)} background voxels added)")
 
     def build_annotation(self) -> SparseAnnotation:
-        """The marks as a :class:`SparseAnnotation` (classes = the table's structures that have marks)."""
+        """The marks as a :class:`SparseAnnotation` (:func:`from_layers`; classes = the table's
+        structures that have marks, so a structure not drawn yet does not get an output channel)."""
         if self.ann_layer is None:
             raise AnnotationError("pick an image first")
-        labels = np.array(self.ann_layer.data, copy=True)
-        present = set(np.unique(labels).tolist())
-        known = set(self.classes.foreground_ids) | {0, self.classes.background}
-        unknown = sorted(present - known)
-        if unknown:
-            raise AnnotationError(f"the annotations hold label values {unknown} that are not in the class table")
+        bg, names = self.classes.background, self.classes.names
+        ann = from_layers(self.ann_layer.data, background_label=bg, classes=self.classes.foreground_ids,
+                          shape=tuple(self.image_layer.data.shape))
+        present = set(np.unique(ann.labels).tolist())
         classes = tuple(c for c in self.classes.foreground_ids if c in present)
         if not classes:
             raise AnnotationError("no structure marks yet: paint at least one class (not only background)")
-        ann = SparseAnnotation(labels, self.classes.background, classes, {c: self.classes.names[c] for c in classes})
-        ann.validate(tuple(self.image_layer.data.shape))
-        return ann
+        return SparseAnnotation(ann.labels, bg, classes, {c: names[c] for c in classes})
 
     def schedule_autosave(self, *_: Any) -> None:
         self.files.schedule_autosave()

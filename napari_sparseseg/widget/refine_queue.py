@@ -2,7 +2,7 @@
 
 Why: :func:`~napari_sparseseg.pseudo.refine.refine_around_marks` runs scikit-image's random walker,
 1.5-3.5 s on an ACDC volume, and the walker holds the GIL for long stretches, so on the GUI thread (or
-in a thread) napari froze while a pushed correction was refined (``bench/bench_gui_stall.py``,
+in a thread) napari froze while a pushed correction was refined (``bench/scripts/bench_gui_stall.py``,
 ``refine-*`` modes, measures it).  The walk runs in a spawned process (:func:`run_in_process`) driven
 from one background thread (:class:`BackgroundJobs`); the result comes back on the GUI thread.
 
@@ -21,24 +21,14 @@ from typing import Any, Callable
 
 from qtpy.QtCore import QObject
 
-from ..pseudo.refine import new_marks, refine_around_marks
+from ..loop.items import mix_marks, needs_walk
+from ..pseudo.refine import refine_around_marks
 from .guard import error_message, notify_error
 from .jobs import BackgroundJobs
 from .subprocess_job import Cancelled, run_in_process
 
 # (image, spacing, pseudo, annotation the pseudo-labels reflect) at the moment a walk starts
 Snapshot = tuple[Any, tuple, Any, Any]
-
-
-def mix_marks(pseudo: Any, ann: Any) -> Any:
-    """``pseudo`` with ``ann``'s marks mixed in, voxel by voxel (no walk: cheap on the GUI thread)."""
-    return pseudo.with_marks(ann) if pseudo is not None and hasattr(pseudo, "with_marks") else pseudo
-
-
-def needs_walk(pseudo: Any, old: Any, new: Any) -> bool:
-    """Whether refining ``pseudo`` from marks ``old`` to ``new`` runs the walker (else it only mixes the marks in)."""
-    return (pseudo is not None and getattr(pseudo, "probabilities", None) is not None
-            and bool(new_marks(old, new).any()))
 
 
 def refine_off_thread(image: Any, spacing: tuple, pseudo: Any, old: Any, new: Any, *, in_process: bool = True,

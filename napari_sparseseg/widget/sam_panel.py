@@ -3,7 +3,7 @@
 The embedding of a slice is computed once (the engine's :class:`EmbeddingCache`), and every SAM call
 runs on one background thread, so the GUI never waits for torch and the cache is only touched by one
 thread.  A click outranks prefetching the neighbouring slices; with the embedding cached the mask
-appears after one decode (``bench/bench_widget.py`` measures click-to-mask), otherwise after the
+appears after one decode (``bench/scripts/bench_widget.py`` measures click-to-mask), otherwise after the
 slice is encoded.  A newer click supersedes an older one still in flight.
 """
 
@@ -102,7 +102,7 @@ class SamPanel(QGroupBox):
 
     def enable(self, wait: bool = False, backend: Any = None) -> None:
         """Load the backend and the embedding cache in the background (``wait`` blocks, for tests/bench)."""
-        from ..pseudo.normalize import normalize_intensity
+        from ..pseudo.normalize import percentile_unit_range
         from ..sam.cache import EmbeddingCache, default_cache_dir
         from ..sam.loaders import load_backend
 
@@ -118,7 +118,7 @@ class SamPanel(QGroupBox):
             # setting is per thread (OpenMP), so the training thread keeps its own (measured)
             torch.set_num_threads(1)
             be = load_backend(backend)
-            return EmbeddingCache(be, normalize_intensity(image), axis=0, cache_dir=cache_dir)
+            return EmbeddingCache(be, percentile_unit_range(image), axis=0, cache_dir=cache_dir)
 
         def done(cache):
             self._loading = False

@@ -1,7 +1,7 @@
 """Run one heavy pure-Python/scipy computation in a spawned process, cancellably (no Qt).
 
 Why: the random-walker pseudo-labels spend most of their time in scipy code that holds the GIL, so in
-a thread they starve napari's event loop (bench/widget_results.md measured stalls of ~200 ms, over a
+a thread they starve napari's event loop (bench/results/widget/widget_results.md measured stalls of ~200 ms, over a
 thousand above 50 ms, on an ACDC volume).  torch training releases the GIL and stays in a thread.
 """
 
@@ -11,9 +11,9 @@ import multiprocessing as mp
 import traceback
 from typing import Any, Callable
 
-
-class Cancelled(Exception):
-    """The caller asked to stop; the child process was terminated."""
+from ..loop.background import (
+    Cancelled,  # one "stopped on request" for every background run
+)
 
 
 def _child(conn: Any, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:

@@ -1,5 +1,10 @@
-"""Training and the correction loop: Start / Pause / Stop, progress, ETA, loss plot, streamed
-predictions, "Accept corrections" (warm start), undo, and "Next slice to review"."""
+"""Training and the correction loop, as a thin Qt view of :class:`~napari_sparseseg.loop.CorrectionLoop`:
+Start / Pause / Stop, progress, ETA, loss plot, streamed predictions, "Accept corrections" (warm
+start), undo, and "Next slice to review".
+
+The loop owns the marks it was given, the pseudo-labels and the marks they reflect, the trainer, the
+reviewed slices and the strategy; this panel reads the marks from the annotations layer, shows
+what the loop streams, and runs the walker off the GUI thread (:class:`RefineQueue`)."""
 
 from __future__ import annotations
 
@@ -18,13 +23,16 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
 )
 
-from ..active import STRATEGIES, ReviewContext, get_strategy, next_slice
+from ..active import STRATEGIES
+from ..annotations.sparse import SparseAnnotation
+from ..errors import AnnotationError
+from ..loop import CorrectionLoop
 from . import layers as L
 from .corrections import CorrectionTracker
 from .guard import guarded, notify_error, notify_info
 from .loss_plot import LossPlot
-from .refine_queue import RefineQueue, mix_marks, needs_walk, refine_off_thread
-from .runner import TrainingRunner
+from .refine_queue import RefineQueue, refine_off_thread
+from .training_runner import TrainingRunner
 from .subprocess_job import run_in_process
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -35,30 +43,39 @@ if TYPE_CHECKING:  # pragma: no cover
 PSEUDO_METHODS = ("random-walker", "auto", "sam", "fusion", "none")
 
 
+def pseudo_in_process(volume: Any, marks: Any, method: str, should_stop: Any = None) -> Any:
+    """Pseudo-labels in a spawned process: scipy's walker holds the GIL and would freeze napari."""
+    from ..pseudo import make_pseudo_labels
+
+    return run_in_process(make_pseudo_labels, volume, marks, method, should_stop=should_stop)
+
+
+def refine_in_process(image: Any, spacing: tuple, pseudo: Any, old: Any, new: Any, should_stop: Any = None) -> Any:
+    return refine_off_thread(image, spacing, pseudo, old, new, should_stop=should_stop)
+
+
 class TrainingPanel(QGroupBox):
     """The "Train and correct" box.  Every slot is guarded: errors notify and buttons re-enable."""
 
     def __init__(self, host: "SparseSegWidget") -> None:
         super().__init__("Train and correct")
         self.host = host
-        self.runner = TrainingRunner(self)
+        self.loop = CorrectionLoop(pseudo_fn=pseudo_in_process, refine_fn=refine_in_process)
+        self.runner = TrainingRunner(self.loop, self)
         self.runner.status.connect(self._on_status)
+        self.runner.pseudo_ready.connect(self._on_pseudo_ready)
         self.runner.step.connect(self._on_step)
         self.runner.prediction.connect(self._on_prediction)
         self.runner.failed.connect(self._on_failed)
         self.runner.finished.connect(self._on_finished)
-        self.tracker: CorrectionTracker | None = None
-        self.pseudo: Any = None
-        self._pseudo_ann: Any = None  # the annotation self.pseudo reflects: refine re-solves only new marks
-        self.reviewed: set[int] = set()
+        self.tracker: CorrectionTracker | None = None  # the shown prediction vs the user's edits on it
         self.n_predictions = 0
         self.last_event: Any = None
         self._paused = False
         self._last_error = ""
-        self._pending_pseudo: list[Any] = []
         self._applied_trainer: Any = None
         # a pushed correction re-solves the pseudo-labels around it off the GUI thread, one walk at a time
-        self.refiner = RefineQueue(self, snapshot=self._refine_snapshot, adopt=self._adopt_refined,
+        self.refiner = RefineQueue(self, snapshot=self.loop.snapshot, adopt=self._adopt_refined,
                                    can_run=lambda: self.runner.running and self.trainer is not None)
 
         self.budget = QDoubleSpinBox()
@@ -116,7 +133,28 @@ class TrainingPanel(QGroupBox):
     # ------------------------------------------------------------------------------- state
     @property
     def trainer(self) -> Any:
-        return self.runner.trainer
+        return self.loop.trainer
+
+    @property
+    def pseudo(self) -> Any:
+        return self.loop.pseudo
+
+    @pseudo.setter
+    def pseudo(self, pseudo: Any) -> None:  # a reopened session's pseudo-labels (marks unknown: a refine mixes them in)
+        self.loop.set_pseudo(pseudo, None)
+
+    @property
+    def _pseudo_ann(self) -> Any:
+        """The marks :attr:`pseudo` reflects (a refine re-solves only marks new since)."""
+        return self.loop.pseudo_marks
+
+    @property
+    def reviewed(self) -> set[int]:
+        return self.loop.reviewed
+
+    @reviewed.setter
+    def reviewed(self, slices: set[int]) -> None:
+        self.loop.reviewed = set(slices)
 
     def _sync_buttons(self) -> None:
         has_image = self.host.image_layer is not None
@@ -137,12 +175,10 @@ class TrainingPanel(QGroupBox):
             self.runner.cancel()
             self.runner.wait(5)
         self.refiner.cancel()
-        self.runner.trainer = None
+        self.loop.reset()
+        self.loop.image = None
         self._applied_trainer = None
         self.tracker = None
-        self.pseudo = None
-        self._pseudo_ann = None
-        self.reviewed = set()
         self.n_predictions = 0
         self.plot.clear()
         self.progress.setValue(0)
@@ -155,63 +191,35 @@ class TrainingPanel(QGroupBox):
         overrides = dict(self.host.train_overrides)
         return TrainConfig(budget_seconds=float(self.budget.value()), **overrides)
 
+    def _sync_marks(self) -> SparseAnnotation:
+        """The annotations layer -> the loop's marks (the user paints there between operations)."""
+        ann = self.host.build_annotation()
+        self.loop.image = self.host.image_volume()
+        self.loop.set_marks(ann)
+        return ann
+
     # ------------------------------------------------------------------------------ actions
     @guarded
     def start(self) -> None:
         """Start training (or continue the current model with the current marks: warm start)."""
         try:
-            from ..pseudo import make_pseudo_labels
-            from ..training import Trainer
+            from ..training import Trainer  # noqa: F401
         except ImportError as e:  # pragma: no cover - engine missing in a partial install
             raise RuntimeError(f"the training engine is not available: {e}") from None
-        ann = self.host.build_annotation()
+        ann = self._sync_marks()
         if self.trainer is not None and tuple(self.trainer.classes) != tuple(ann.classes):
             notify_info(f"classes changed to {list(ann.classes)}: starting a new model")
-            self.runner.trainer = None
-        vol = self.host.image_volume()
-        method = self.pseudo_method.currentText()
-        holder = self._pending_pseudo = []
-        trainer = self.trainer
-        if trainer is not None:
-            job = self._continue_job(trainer, ann, holder)
-        else:
-            self.refiner.cancel()  # fresh pseudo-labels replace whatever a walk in flight would give
-            config = self._config()
-
-            def job(report, should_stop):
-                pseudo = None
-                if method != "none":
-                    report(f"pseudo-labels ({method})...")
-                    # in a separate process: scipy's walker holds the GIL and would freeze napari
-                    pseudo = run_in_process(make_pseudo_labels, vol, ann, method, should_stop=should_stop)
-                    holder.append((pseudo, ann))
-                report("building the network...")
-                return Trainer(vol, ann, config, pseudo=pseudo)
-
-        self._paused = False
-        self.runner.start(job)
-        self.eta.setText("starting...")
-
-    def _continue_job(self, trainer: Any, ann: Any, holder: list) -> Any:
-        """The job warm-starting ``trainer`` on ``ann``; the walk around new marks runs in it, in a process.
-        Corrections pushed meanwhile wait (``refiner.hold``) until its result is adopted, so the job's
-        ``update_annotation`` can never land after (and undo) a newer one."""
-        image, spacing, pseudo, old = self._refine_snapshot()
-        walk = needs_walk(pseudo, old, ann)
-        if walk:
+        self.loop.config = self._config()
+        self.loop.pseudo_method = self.pseudo_method.currentText()
+        # fresh pseudo-labels replace whatever a walk in flight would give; a continue refines the new
+        # marks itself (without a walk: at once; with one: in the run, the queue held until it lands)
+        self.refiner.cancel()
+        run = self.loop.start(recompute_pseudo=True)
+        if run.walks:
             self.refiner.hold()
-        else:
-            trainer.update_annotation(ann, self.refine_pseudo(ann))  # only mixes the marks in: cheap
-
-        def job(report, should_stop):
-            if walk:
-                report("re-solving the pseudo-labels around the new marks...")
-                refined = refine_off_thread(image, spacing, pseudo, old, ann, should_stop=should_stop)
-                trainer.update_annotation(ann, refined)
-                holder.append((refined, ann))
-            report("continuing from the current weights")
-            return trainer
-        return job
+        self._paused = False
+        self.runner.start(run)
+        self.eta.setText("starting...")
 
     @guarded
     def toggle_pause(self) -> None:
@@ -234,6 +242,7 @@ class TrainingPanel(QGroupBox):
         pred = self.host.pred_layer
         if self.tracker is None or pred is None:
             raise RuntimeError("no prediction yet: start training first")
+        ann = self._sync_marks()
         ann_layer = self.host.ann_layer
         marks = np.array(ann_layer.data, copy=True)
         rec = self.tracker.accept(np.asarray(pred.data), marks, self.host.classes.background)
@@ -241,10 +250,14 @@ class TrainingPanel(QGroupBox):
             notify_info("no corrections to accept: paint over the 'prediction' layer first")
             return
         ann_layer.data_setitem(rec.indices, rec.new_marks)
-        self.reviewed |= set(rec.slices)
+        correction = np.zeros(ann.shape, ann.labels.dtype)
+        correction[rec.indices] = rec.new_marks
+        feed = self.runner.running and self.trainer is not None and not self.refiner.held
+        self.loop.accept(SparseAnnotation(correction, ann.background_label, class_names=dict(ann.class_names)),
+                         slices=rec.slices, refine_now=False, feed=feed)
         self.host.schedule_autosave()
         self.host.set_status(f"accepted {len(rec.new_marks)} corrected voxels on slice(s) {list(rec.slices)}")
-        self._push_marks()
+        self._push_marks(fed=True)
 
     @guarded
     def undo_accept(self) -> None:
@@ -256,56 +269,41 @@ class TrainingPanel(QGroupBox):
         if rec is None:
             return
         self.host.ann_layer.data_setitem(rec.indices, rec.old_marks)
-        self.reviewed -= set(rec.slices)
+        if not self.refiner.held:
+            self.refiner.cancel()  # a walk for the undone marks must not land after the undo
+        self.loop.undo()  # the marks, the reviewed slices and the pseudo-labels it refined go back
         self.host.schedule_autosave()
         self.host.set_status(f"undid the last accept ({len(rec.old_marks)} voxels)")
         if self.runner.running:
             self._push_marks()
 
-    def _push_marks(self) -> None:
-        """Give the new marks to the model: to the running trainer, or by continuing training."""
+    def _push_marks(self, fed: bool = False) -> None:
+        """Give the layer's marks to the model: to the running trainer, or by continuing training.
+
+        ``fed``: the loop already gave the trainer these marks (:meth:`CorrectionLoop.accept`)."""
         if self.runner.running and self.trainer is not None:
-            ann = self.host.build_annotation()
-            if not self.refiner.held:  # else the job's update is still to come: the marks follow it
-                self.trainer.update_annotation(ann, self._mixed(ann))  # the marks count at once
+            ann = self.loop.marks if fed else self._sync_marks()
+            if not fed and not self.refiner.held:  # else the run's update is still to come: the marks follow it
+                self.loop.feed_trainer(ann)  # the marks count at once
             self.refiner.request(ann)  # the re-solved region follows when the walk is done
             self.host.set_status("training continues with the new marks")
         elif self.trainer is not None:
             self.start()
 
-    def _mixed(self, ann: Any) -> Any:
-        """The current pseudo-labels with ``ann``'s marks mixed in (no walk: cheap on the GUI thread)."""
-        return mix_marks(self.pseudo, ann)
-
-    def _refine_snapshot(self) -> tuple:  # read when a queued walk starts
-        vol = self.host.image_volume()
-        return np.asarray(vol.array), tuple(vol.spacing), self.pseudo, self._pseudo_ann
-
     def _adopt_refined(self, refined: Any, ann: Any, newer: Any) -> None:
         """A walk's result (GUI thread): keep it with its marks; feed the trainer without undoing newer marks."""
-        self.pseudo, self._pseudo_ann = refined, ann
-        if self.runner.running and self.trainer is not None:
-            latest = ann if newer is None else newer
-            self.trainer.update_annotation(latest, self._mixed(latest))
+        self.loop.adopt_pseudo(refined, ann, newer, feed=self.runner.running and self.trainer is not None)
 
     def refine_pseudo(self, ann: Any) -> Any:
-        """The pseudo-labels for ``ann``, re-solved around the marks new since ``self._pseudo_ann``.
+        """The pseudo-labels for ``ann``, re-solved around the marks new since :attr:`_pseudo_ann` (blocking).
 
-        Why re-solve: ``with_marks`` fixes only the scribbled voxels, and the rest of a wrong region keeps
-        teaching the mistake (the active-learning benchmark measures this refined update).  Blocking:
-        for pseudo-labels without probabilities (a reopened session: only mixes the marks in); pushed
-        corrections walk off the GUI thread (:class:`RefineQueue`, :meth:`_continue_job`).
+        For pseudo-labels without probabilities (a reopened session) it only mixes the marks in;
+        pushed corrections walk off the GUI thread (:class:`RefineQueue`, the run of a continue).
         """
         self.refiner.cancel()
-        if self.pseudo is None or not hasattr(self.pseudo, "with_marks"):
-            return self.pseudo
-        from ..pseudo.refine import refine_around_marks
-
-        vol = self.host.image_volume()
-        self.pseudo = refine_around_marks(np.asarray(vol.array), self.pseudo, self._pseudo_ann, ann,
-                                          spacing=tuple(vol.spacing))
-        self._pseudo_ann = ann
-        return self.pseudo
+        self.loop.image = self.host.image_volume()
+        self.loop.set_marks(ann)
+        return self.loop.refine_now(ann)
 
     @guarded
     def go_next(self) -> None:
@@ -317,34 +315,29 @@ class TrainingPanel(QGroupBox):
         self.host.set_status(f"review slice {z} ({self.strategy.currentText()})")
 
     def suggest(self) -> int | None:
-        """The slice the chosen strategy ranks first."""
+        """The slice the chosen strategy ranks first, from what the viewer shows."""
         host = self.host
-        shape = tuple(host.image_layer.data.shape)
+        self.loop.set_strategy(self.strategy.currentText())
+        self.loop.image = host.image_volume()
+        if host.ann_layer is not None:
+            try:
+                self.loop.set_marks(host.build_annotation())
+            except AnnotationError:  # no structure marks yet: review without them
+                self.loop.marks = None
+        shown = self.tracker.model if self.tracker is not None and self.tracker.has_prediction else None
         unc = host.unc_layer.data if host.unc_layer is not None else None
-        ctx = ReviewContext(
-            shape=shape,
-            prediction=self.tracker.model if self.tracker is not None and self.tracker.has_prediction else None,
-            uncertainty=unc,
-            reference=getattr(self.pseudo, "labels", None),
-            annotation=np.asarray(host.ann_layer.data) if host.ann_layer is not None else None,
-            reviewed=set(self.reviewed),
-            current=host.current_z(),
-        )
-        return next_slice(get_strategy(self.strategy.currentText()), ctx)
+        return self.loop.next_slice(host.current_z(), prediction=shown, uncertainty=unc)
 
     # ------------------------------------------------------------------------------ stream
-    def _take_pending_pseudo(self) -> None:
-        """Adopt freshly computed pseudo-labels (and the annotation they were built from) once."""
-        if self._pending_pseudo:
-            self.pseudo, self._pseudo_ann = self._pending_pseudo.pop()
-            self._pending_pseudo.clear()
-            waiting = self.refiner.waiting  # corrections pushed while the job walked: their marks count now,
-            if waiting is not None and self.runner.running and self.trainer is not None:
-                self.trainer.update_annotation(waiting, self._mixed(waiting))
-            self.refiner.release()  # and their walk goes next
+    def _on_pseudo_ready(self, _item: Any) -> None:
+        """Fresh or re-solved pseudo-labels landed (the loop adopted them): corrections pushed while the
+        run walked count now, and their walk goes next."""
+        waiting = self.refiner.waiting
+        if waiting is not None and self.runner.running and self.trainer is not None:
+            self.loop.feed_trainer(waiting)
+        self.refiner.release()
 
     def _on_status(self, msg: str) -> None:
-        self._take_pending_pseudo()
         self.eta.setText(msg)
         self._sync_buttons()
 
@@ -365,9 +358,9 @@ class TrainingPanel(QGroupBox):
         pred = np.asarray(ev.prediction)
         if self.tracker is None or self.tracker.shape != pred.shape:
             self.tracker = CorrectionTracker(pred.shape)
-        if self.runner.trainer is not self._applied_trainer:
+        if self.trainer is not self._applied_trainer:
             # a new model's first prediction has no "changed" box relative to what we show: apply it all
-            self._applied_trainer = self.runner.trainer
+            self._applied_trainer = self.trainer
             region = tuple(slice(0, s) for s in pred.shape)
         layer = host.ensure_prediction_layer()
         written = self.tracker.apply_prediction(layer.data, pred.astype(layer.data.dtype), region)
@@ -391,8 +384,7 @@ class TrainingPanel(QGroupBox):
         notify_error(f"training failed: {msg}")
 
     def _on_finished(self, outcome: str) -> None:
-        self._take_pending_pseudo()
-        if self.refiner.held:  # the job ended before its walk finished: the next start covers those marks
+        if self.refiner.held:  # the run ended before its walk finished: the next start covers those marks
             self.refiner.release()
         self._paused = False
         if outcome == "done":
