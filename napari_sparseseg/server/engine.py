@@ -80,6 +80,7 @@ class EngineSession:
         self.pseudo_method: str | None = None
         self.init: dict[str, Any] | None = None
         self.trainer: Any = None
+        self._stop_requested = False
         self._thread: threading.Thread | None = None
         self._cond = threading.Condition()
         self._snap = Snapshot(version=0, run=0, state="empty")
@@ -153,6 +154,7 @@ class EngineSession:
         if warm and self.trainer.annotation is not marks:
             pseudo = self.pseudo.with_marks(marks) if hasattr(self.pseudo, "with_marks") else self.pseudo
             self.trainer.update_annotation(marks, pseudo)
+        self._stop_requested = False
         with self._cond:
             run = self._snap.run + 1
         self._update(run=run, state="starting", message="", **({} if warm else {"step": 0, "losses": {}}))
@@ -169,6 +171,8 @@ class EngineSession:
                 self.trainer = Trainer(image, marks, config, pseudo=self.pseudo, init=self.init)
             self._update(state="training")
             for ev in self.trainer.run():
+                if self._stop_requested:  # a stop that came while the model was being built
+                    self.trainer.cancel()
                 fields: dict[str, Any] = {"step": ev.step, "elapsed": ev.elapsed, "eta": ev.eta,
                                           "losses": dict(ev.losses)}
                 if ev.prediction is not None:
@@ -199,6 +203,7 @@ class EngineSession:
 
     def stop(self, wait: float | None = None) -> None:
         """Cancel training (honoured within about a second); the model keeps its weights."""
+        self._stop_requested = True
         if self.trainer is not None:
             self.trainer.resume()
             self.trainer.cancel()

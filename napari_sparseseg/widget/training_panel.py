@@ -20,6 +20,7 @@ from qtpy.QtWidgets import (
 
 from ..active import STRATEGIES, ReviewContext, get_strategy, next_slice
 from . import layers as L
+from .compute_on import ComputeOnWidget
 from .corrections import CorrectionTracker
 from .guard import guarded, notify_error, notify_info
 from .loss_plot import LossPlot
@@ -90,6 +91,7 @@ class TrainingPanel(QGroupBox):
         self.strategy.setToolTip("entropy: most uncertain; disagreement: SAM/pseudo-labels vs network; random: baseline")
         self.next_btn = QPushButton("Next slice to review")
         self.next_btn.clicked.connect(lambda *_: self.go_next())
+        self.compute_on = ComputeOnWidget()  # this machine / a `sparseseg serve`: where the next model trains
 
         form = QFormLayout()
         form.addRow("budget", self.budget)
@@ -104,6 +106,7 @@ class TrainingPanel(QGroupBox):
         row3.addWidget(self.strategy)
         row3.addWidget(self.next_btn)
         lay = QVBoxLayout(self)
+        lay.addWidget(self.compute_on)
         lay.addLayout(form)
         lay.addLayout(row)
         lay.addWidget(self.progress)
@@ -174,6 +177,10 @@ class TrainingPanel(QGroupBox):
         trainer = self.trainer
         if trainer is not None:
             job = self._continue_job(trainer, ann, holder)
+        elif self.compute_on.server_url:  # a RemoteTrainer: same events, same layers, computed on the server
+            from ..server.remote_trainer import remote_job
+
+            job = remote_job(self.compute_on.server_url, vol, ann, method, self._config())
         else:
             self.refiner.cancel()  # fresh pseudo-labels replace whatever a walk in flight would give
             config = self._config()
