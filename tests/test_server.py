@@ -236,3 +236,21 @@ def test_server_killed_mid_training_gives_one_clear_error_and_leaves_files_intac
     assert "Traceback" not in err
     assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in digest} == digest
     assert not [p for p in tmp_path.iterdir() if ".sparseseg-tmp-" in p.name]
+
+
+def test_nifti_uploads_are_accepted_and_checked(server: dict, hippo: dict) -> None:
+    """A scan and marks as NIfTI files (the clinical format) instead of npz; marks off the grid are refused."""
+    with _http(server["url"]) as c:
+        sid = c.post("/sessions").json()["id"]
+        try:
+            r = c.put(f"/sessions/{sid}/image", content=IMG.read_bytes())
+            assert r.status_code == 200 and r.json()["shape"] == list(hippo["vol"].shape), r.text
+            r = c.put(f"/sessions/{sid}/marks", content=hippo["ann_path"].read_bytes())
+            assert r.status_code == 400 and "background_label" in r.json()["detail"]
+            r = c.put(f"/sessions/{sid}/marks", params={"background_label": 3}, content=hippo["ann_path"].read_bytes())
+            assert r.status_code == 200 and r.json()["classes"] == [1, 2], r.text
+            r = c.put(f"/sessions/{sid}/marks", content=b"PK\x03\x04 not really a zip")
+            assert r.status_code == 400 and "npz" in r.json()["detail"]
+            assert c.get(f"/sessions/{sid}").json()["state"] == "ready"
+        finally:
+            c.delete(f"/sessions/{sid}")

@@ -60,6 +60,14 @@ def test_updates_carry_only_the_changed_box_and_rebuild_the_labels_exactly() -> 
     assert np.array_equal(dec.labels, b)
     assert np.abs(dec.uncertainty - unc).max() <= 0.5 / 255 + 1e-6
     assert enc.encode(b, unc) == {"shape": [10, 20, 30]}  # nothing changed: nothing sent
+    drift = np.clip(unc + 2 / 255, 0, 1)  # below the tolerance everywhere: not sent
+    assert "uncertainty" not in enc.encode(b, drift)
+    moved = drift.copy()
+    moved[5, 6, 7] = 1.0 - moved[5, 6, 7]  # one voxel moves a lot: only its box travels
+    third = enc.encode(b, moved)
+    assert third["uncertainty"]["box"] == [[5, 6], [6, 7], [7, 8]]
+    dec.apply(third)
+    assert np.abs(dec.uncertainty - moved).max() <= (wire.UNC_TOLERANCE + 0.5) / 255 + 1e-6
 
 
 def test_malformed_update_is_a_one_line_error() -> None:

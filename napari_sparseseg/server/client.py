@@ -46,6 +46,7 @@ class ServerEvent:
     uncertainty: np.ndarray | None = None
     changed: tuple[slice, ...] | None = None
     nbytes: int = 0  # size of this message on the wire
+    parts: dict[str, int] = field(default_factory=dict)  # encoded bytes of the labels / uncertainty blocks
 
     def train_event(self):
         """The same event as the local trainer's :class:`~napari_sparseseg.training.TrainEvent`."""
@@ -202,14 +203,16 @@ class RemoteSession:
             msg = json.loads(data)
         except ValueError:
             raise ServerError("the server sent a malformed event") from None
-        box = None
+        box, parts = None, {}
         if name == "prediction":
-            box = self._decoder.apply(msg.get("update") or {})
+            update = msg.get("update") or {}
+            box = self._decoder.apply(update)
+            parts = {k: len(update[k].get("data", "")) for k in ("labels", "uncertainty") if isinstance(update.get(k), dict)}
         d = self._decoder
         return ServerEvent(name, str(msg.get("state", "")), int(msg.get("step", 0)), float(msg.get("elapsed", 0.0)),
                            msg.get("eta"), {k: (float("nan") if v is None else float(v)) for k, v in (msg.get("losses") or {}).items()},
                            str(msg.get("message", "")), d.labels if name == "prediction" else None,
-                           d.uncertainty if name == "prediction" else None, box, size)
+                           d.uncertainty if name == "prediction" else None, box, size, parts)
 
     # ------------------------------------------------------------------------------ download
     def result(self) -> tuple[np.ndarray, np.ndarray | None]:

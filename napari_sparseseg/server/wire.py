@@ -7,8 +7,10 @@ compressed upload cannot expand into gigabytes (a "zip bomb").
 
 Streamed predictions are *updates*: only the bounding box of the voxels whose label changed since
 the previous update, zlib-compressed; the uncertainty is quantised to 8 bits (1/255 steps, plenty
-for a display) and sent for its own changed box.  A receiver that missed nothing holds exactly the
-sender's labels; the final full-precision outputs are fetched once at the end.
+for a display) and sent for the box of the voxels that moved by more than :data:`UNC_TOLERANCE`
+steps since what the receiver holds (a map where every voxel drifts by 1/255 is not worth a
+megabyte).  A receiver that missed nothing holds exactly the sender's labels and the uncertainty to
+within ``UNC_TOLERANCE / 255``; the final full-precision outputs are fetched once at the end.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from ..errors import SparsesegError
 from ..io.volume import Volume
 
 Box = tuple[slice, ...]
+#: uncertainty changes of at most this many 1/255 steps are not sent (the receiver's map stays within it)
+UNC_TOLERANCE = 4
 
 
 class WireError(SparsesegError):
@@ -108,11 +112,12 @@ def annotation_from_npz(data: bytes, max_bytes: int) -> SparseAnnotation:
 
 
 # ---------------------------------------------------------------------------- streamed updates
-def changed_box(old: np.ndarray | None, new: np.ndarray) -> Box | None:
-    """Bounding box of voxels that differ (the whole grid when there is nothing to compare with)."""
+def changed_box(old: np.ndarray | None, new: np.ndarray, tolerance: int = 0) -> Box | None:
+    """Bounding box of voxels that differ by more than ``tolerance`` (the whole grid when there is
+    nothing to compare with)."""
     if old is None or old.shape != new.shape:
         return tuple(slice(0, s) for s in new.shape)
-    diff = old != new
+    diff = old != new if tolerance == 0 else np.abs(old.astype(np.int16) - new.astype(np.int16)) > tolerance
     if not diff.any():
         return None
     box = []
@@ -165,10 +170,13 @@ class UpdateEncoder:
         self.labels = labels.copy()
         if uncertainty is not None:
             q = quantise_uncertainty(uncertainty)
-            ubox = changed_box(self.unc, q)
+            ubox = changed_box(self.unc, q, UNC_TOLERANCE)
             if ubox is not None:
                 out["uncertainty"] = encode_block(q, ubox)
-            self.unc = q
+                if self.unc is None or self.unc.shape != q.shape:
+                    self.unc = q
+                else:  # what the receiver now holds: new values in the box, its old ones elsewhere
+                    self.unc[ubox] = q[ubox]
         return out
 
 
