@@ -58,16 +58,16 @@ def test_updates_carry_only_the_changed_box_and_rebuild_the_labels_exactly() -> 
     assert second["labels"]["box"] == [[3, 5], [2, 4], [7, 8]] and "uncertainty" not in second
     assert dec.apply(second) == (slice(3, 5), slice(2, 4), slice(7, 8))
     assert np.array_equal(dec.labels, b)
-    assert np.abs(dec.uncertainty - unc).max() <= 0.5 / 255 + 1e-6
+    assert np.abs(dec.uncertainty - unc).max() <= 0.5 / wire.UNC_LEVELS + 1e-6
     assert enc.encode(b, unc) == {"shape": [10, 20, 30]}  # nothing changed: nothing sent
-    drift = np.clip(unc + 2 / 255, 0, 1)  # below the tolerance everywhere: not sent
+    drift = np.clip(unc + 0.5 / wire.UNC_LEVELS, 0, 1)  # within the tolerance everywhere: not sent
     assert "uncertainty" not in enc.encode(b, drift)
     moved = drift.copy()
     moved[5, 6, 7] = 1.0 - moved[5, 6, 7]  # one voxel moves a lot: only its box travels
     third = enc.encode(b, moved)
     assert third["uncertainty"]["box"] == [[5, 6], [6, 7], [7, 8]]
     dec.apply(third)
-    assert np.abs(dec.uncertainty - moved).max() <= (wire.UNC_TOLERANCE + 0.5) / 255 + 1e-6
+    assert np.abs(dec.uncertainty - moved).max() <= (wire.UNC_TOLERANCE + 0.5) / wire.UNC_LEVELS + 1e-6
 
 
 def test_malformed_update_is_a_one_line_error() -> None:
@@ -108,3 +108,12 @@ def test_idle_sessions_are_removed_with_their_files(tmp_path) -> None:
     assert not a.folder.exists() and b.folder.is_dir() and store.get(a.id) is None
     store.close()
     assert not b.folder.exists() and len(store) == 0
+
+
+def test_serve_refuses_a_public_address_without_a_token(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    from napari_sparseseg.cli import main
+
+    monkeypatch.delenv("SPARSESEG_TOKEN", raising=False)
+    monkeypatch.delenv("SPARSESEG_TOKEN_FILE", raising=False)
+    assert main(["serve", "--host", "0.0.0.0", "--port", "1"]) == 2
+    assert "refusing to listen on 0.0.0.0 without a token" in capsys.readouterr().err

@@ -5,7 +5,7 @@ the other in one run, alternating, so the machine's load hits both alike.  "Loca
 does in-process: pseudo-labels, a Trainer, its events handed over in memory (no bytes on a wire; the
 arrays it hands over are reported for scale).  "Server" is what the widget does with "Compute on:
 server": upload (npz), pseudo-labels and training on the server, predictions streamed back as
-server-sent events carrying only the changed box (zlib) and 8-bit uncertainty.
+server-sent events carrying only the changed box (zlib) and a quantised uncertainty (1/63 steps).
 
     PYTHONPATH=. OMP_NUM_THREADS=1 python bench/scripts/bench_server.py --out bench/results/server
 """
@@ -192,8 +192,9 @@ def report(rows: list[dict], machine: dict, cmd: str, args) -> str:
         lines.append(f"| {case} | {ratio:.2f} | {first / mem:.3f} | {(np.median(later) / mem) if later else float('nan'):.3f} |")
     lines += ["", "Local updates cross no wire (0 bytes); the in-memory column is what the local runner hands the "
               "widget per update, for scale. The server's first update is the whole label map (compressed) plus "
-              "the 8-bit uncertainty; later ones carry only the changed boxes (the uncertainty only where it moved by more
-than 4/255). Blocks are zlib-compressed and base64-encoded inside server-sent events (base64 adds a third). Time to the first prediction "
+              "the quantised uncertainty; later ones carry only the changed boxes (the uncertainty, in 1/63 steps, only where "
+              "it moved by more than one step). Blocks are zlib-compressed and base64-encoded inside server-sent events (base64 adds "
+              "a third). Time to the first prediction "
               "includes pseudo-labels and, for the server, the upload; both sides use the same CPU here, so this "
               "measures the overhead of the server path, not a GPU's speed-up.", ""]
     return "\n".join(lines)

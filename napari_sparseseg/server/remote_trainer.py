@@ -35,6 +35,7 @@ class RemoteTrainer:
         self.step = 0
         self.bytes_received = 0
         self._new_model = True
+        self._pseudo_done = False
         self._paused = False
         self._calls = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sparseseg-remote")
 
@@ -47,16 +48,21 @@ class RemoteTrainer:
         try:
             sess.upload_image(self.image)
             sess.upload_marks(self.annotation)
-            if not should_stop():
-                report(f"pseudo-labels ({self.method}) on the server...")
-                sess.pseudo(self.method if self.method != "none" else "none", float(self.config.threshold))
         except BaseException:
             sess.close()
             raise
         if self.session is not None:
             self.session.close()
-        self.session, self._new_model, self.step = sess, True, 0
+        self.session, self._new_model, self._pseudo_done, self.step = sess, True, False, 0
+        if not should_stop():
+            report(f"pseudo-labels ({self.method}) on the server...")
+            self._pseudo()
         return self
+
+    def _pseudo(self) -> None:
+        assert self.session is not None
+        self.session.pseudo(self.method, float(self.config.threshold))
+        self._pseudo_done = True
 
     def _options(self) -> dict[str, Any]:
         opts = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self.config).items()}
@@ -111,6 +117,8 @@ class RemoteTrainer:
             log.warning("the server session ended; starting a new one (the model starts over)")
             self.connect()
         self.session.upload_marks(self.annotation)
+        if not self._pseudo_done:  # stopped before they were computed
+            self._pseudo()
         self.session.train(**(self._options() if self._new_model else {}))
         self._new_model = False
 

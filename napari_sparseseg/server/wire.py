@@ -6,11 +6,12 @@ safetensors carries the model.  Every reader here checks sizes *before* it alloc
 compressed upload cannot expand into gigabytes (a "zip bomb").
 
 Streamed predictions are *updates*: only the bounding box of the voxels whose label changed since
-the previous update, zlib-compressed; the uncertainty is quantised to 8 bits (1/255 steps, plenty
-for a display) and sent for the box of the voxels that moved by more than :data:`UNC_TOLERANCE`
-steps since what the receiver holds (a map where every voxel drifts by 1/255 is not worth a
-megabyte).  A receiver that missed nothing holds exactly the sender's labels and the uncertainty to
-within ``UNC_TOLERANCE / 255``; the final full-precision outputs are fetched once at the end.
+the previous update, zlib-compressed; the uncertainty is quantised to :data:`UNC_LEVELS` + 1 levels
+(1/63 steps: enough for a colour map, and the noise of finer steps defeats compression; measured in
+bench/results/server) and sent for the box of the voxels that moved by more than
+:data:`UNC_TOLERANCE` steps since what the receiver holds.  A receiver that missed nothing holds
+exactly the sender's labels and the uncertainty to within ``(UNC_TOLERANCE + 0.5) / UNC_LEVELS``;
+the final full-precision outputs are fetched once at the end.
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ from ..errors import SparsesegError
 from ..io.volume import Volume
 
 Box = tuple[slice, ...]
-#: uncertainty changes of at most this many 1/255 steps are not sent (the receiver's map stays within it)
-UNC_TOLERANCE = 4
+#: streamed uncertainty is sent in steps of 1/UNC_LEVELS
+UNC_LEVELS = 63
+#: uncertainty changes of at most this many steps are not sent (the receiver's map stays within it)
+UNC_TOLERANCE = 1
 
 
 class WireError(SparsesegError):
@@ -129,7 +132,7 @@ def changed_box(old: np.ndarray | None, new: np.ndarray, tolerance: int = 0) -> 
 
 
 def quantise_uncertainty(unc: np.ndarray) -> np.ndarray:
-    return np.round(np.clip(np.asarray(unc, dtype=np.float32), 0, 1) * 255).astype(np.uint8)
+    return np.round(np.clip(np.asarray(unc, dtype=np.float32), 0, 1) * UNC_LEVELS).astype(np.uint8)
 
 
 def encode_block(array: np.ndarray, box: Box) -> dict[str, Any]:
@@ -185,7 +188,7 @@ class UpdateDecoder:
 
     def __init__(self) -> None:
         self.labels: np.ndarray | None = None
-        self.uncertainty: np.ndarray | None = None  # float32 in [0, 1] (8-bit steps)
+        self.uncertainty: np.ndarray | None = None  # float32 in [0, 1] (steps of 1/UNC_LEVELS)
 
     def apply(self, update: dict[str, Any]) -> Box | None:
         """Patch the arrays; returns the labels' changed box (None if the labels did not change)."""
@@ -201,7 +204,7 @@ class UpdateDecoder:
             q = np.zeros(shape, np.uint8)
             ubox = apply_block(q, update["uncertainty"])
             assert self.uncertainty is not None
-            self.uncertainty[ubox] = q[ubox].astype(np.float32) / 255.0
+            self.uncertainty[ubox] = q[ubox].astype(np.float32) / UNC_LEVELS
         return box
 
 
