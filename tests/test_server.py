@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
-from _server_helpers import REPO, TOKEN, server_env, start_server, stop_server  # noqa: E402
+from _server_process import REPO, TOKEN, server_env, start_server, stop_server  # noqa: E402
 
 from napari_sparseseg.cli import main  # noqa: E402
 
