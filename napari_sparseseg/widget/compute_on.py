@@ -71,12 +71,12 @@ class ComputeOnWidget(QWidget):
         self.info = QLabel("")
         row = QHBoxLayout()
         row.addWidget(QLabel("Compute on"))
-        row.addWidget(self.where)
-        row.addWidget(self.url, 1)
+        row.addWidget(self.where, 1)
         row.addWidget(self.check_btn)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addLayout(row)
+        lay.addWidget(self.url)  # its own row: a URL needs the width
         lay.addWidget(self.info)
         self.where.currentTextChanged.connect(lambda *_: self._save())
         self.url.editingFinished.connect(self._save)
@@ -97,10 +97,11 @@ class ComputeOnWidget(QWidget):
 
     def _sync(self) -> None:
         remote = self.where.currentText() == SERVER
-        self.url.setEnabled(remote)
+        self.url.setVisible(remote)
         self.check_btn.setEnabled(remote)
         if not remote:
             self.info.setText("")
+        self.info.setVisible(bool(self.info.text()))
 
     def _save(self) -> None:
         self._sync()
@@ -108,6 +109,7 @@ class ComputeOnWidget(QWidget):
             save_setting(self.where.currentText(), self.url.text().strip())
         except OSError as exc:  # an unwritable config folder must not break the widget
             self.info.setText(f"(not remembered: {exc.strerror})")
+            self.info.setVisible(True)
         self.changed.emit()
 
     @guarded
@@ -120,5 +122,6 @@ class ComputeOnWidget(QWidget):
         with ServerClient(url, timeout=10.0) as c:
             h = c.health()
         self.info.setText(f"server {h.get('version')} on {h.get('device')}, {h.get('sessions')} session(s)")
+        self.info.setVisible(True)
         notify_info(f"connected to {url} ({h.get('device')})")
         return h
