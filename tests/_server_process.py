@@ -31,11 +31,12 @@ def server_env(token: str | None = TOKEN) -> dict[str, str]:
     return env
 
 
-def start_server(workdir: Path, *extra: str, token: str | None = TOKEN, wait: float = 180.0) -> tuple[subprocess.Popen, str]:
+def start_server(workdir: Path, *extra: str, token: str | None = TOKEN, wait: float = 180.0,
+                 port: int | None = None) -> tuple[subprocess.Popen, str]:
     """The server process and its URL, once ``/v1/health`` answers."""
     import httpx
 
-    port = free_port()
+    port = port or free_port()
     log = open(workdir.parent / f"serve-{port}.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "napari_sparseseg.cli", "serve", "--host", "127.0.0.1", "--port",
                              str(port), "--workdir", str(workdir), *extra], env=server_env(token), cwd=REPO,

@@ -93,5 +93,14 @@ def test_widget_trains_on_a_local_server_and_receives_streamed_predictions(make_
         assert "marks stay here" in panel._last_error
         np.testing.assert_array_equal(np.asarray(w.ann_layer.data), marks)
         assert panel.start_btn.isEnabled()
+
+        # the server is back (a restart: its sessions are gone): Start reconnects with a new session
+        proc, _ = start_server(env / "sessions2", port=int(url.rsplit(":", 1)[1]))
+        panel.budget.setValue(3)
+        seen = panel.n_predictions
+        qtbot.mouseClick(panel.start_btn, Qt.LeftButton)
+        _wait_done(qtbot, w)
+        assert panel.eta.text().startswith("done"), (panel.eta.text(), panel._last_error)
+        assert panel.n_predictions > seen
     finally:
         stop_server(proc)
