@@ -254,3 +254,35 @@ def test_nifti_uploads_are_accepted_and_checked(server: dict, hippo: dict) -> No
             assert c.get(f"/sessions/{sid}").json()["state"] == "ready"
         finally:
             c.delete(f"/sessions/{sid}")
+
+
+def test_cohort_training_of_a_study_through_the_server(server: dict, hippo: dict, tmp_path: Path) -> None:
+    """The study mode on the server: scans (marked or not) in, one cohort network trained across the
+    marked ones, streamed status, and a model that segments a scan here."""
+    from napari_sparseseg.annotations.simulate import simulate_slices
+    from napari_sparseseg.cohort import CohortModel
+    from napari_sparseseg.server.client import ServerClient
+    from napari_sparseseg.training import load_checkpoint
+
+    vol, ann = hippo["vol"], hippo["ann"]
+    mirrored = vol.with_array(np.ascontiguousarray(vol.array[:, :, ::-1]))
+    mirrored_ann = simulate_slices(np.ascontiguousarray(hippo["dense"][:, :, ::-1]), 3, axis=0, background_label=3, seed=1)
+    with ServerClient(server["url"], TOKEN) as client:
+        s = client.open_session()
+        try:
+            s.add_scan("case_a", vol, ann)
+            s.add_scan("case_b", mirrored, mirrored_ann)
+            assert s.add_scan("case_c", vol) == {"scans": 3, "marked": 2}  # unmarked: not trained on
+            with pytest.raises(Exception, match="scan name"):
+                s.add_scan("bad name!", vol)
+            s.cohort_train(max_steps=4, budget_seconds=300, batch=2, patch=[32, 32], refresh_at=[], threads=1)
+            events = list(s.cohort_events())
+            assert events[-1].state == "done", events[-1]
+            assert events[-1].step == 4
+            path = s.download_cohort_model(tmp_path / "cohort.safetensors")
+        finally:
+            s.close()
+    _, meta = load_checkpoint(path)
+    assert meta["classes"] == [1, 2] and sorted(meta["cohort"]["scans"]) == ["case_a", "case_b"]
+    labels, unc = CohortModel.load(path, device="cpu").predict(vol, ann)
+    assert labels.shape == vol.shape and unc.shape == vol.shape

@@ -16,6 +16,9 @@ Routes (all under ``/v1``, every one behind the bearer token when the server has
 ``GET  /sessions/{id}/events``        server-sent events: ``status`` and ``prediction`` (changed box only)
 ``GET  /sessions/{id}/result``        the newest prediction + uncertainty, full precision (npz)
 ``GET  /sessions/{id}/model``         the trained model (safetensors)
+``PUT  /sessions/{id}/cohort/scans/{name}``  one scan of a study (npz: image, marks if any)
+``POST /sessions/{id}/cohort/train``  one network across the study's scans; ``pause|resume|stop``,
+                                      ``GET .../cohort/events`` (status) and ``GET .../cohort/model``
 ====================================  =========================================================
 
 Why server-sent events: one long HTTP response that any HTTP client and proxy understands, with
@@ -234,6 +237,45 @@ def create_app(store: SessionStore, token: str | None, max_upload_bytes: int, ma
         opts = await _json(request)
         return sess.engine.start(opts.get("options") or {})
 
+    # -------------------------------------------------------------------------------- cohort
+    @app.put(API + "/sessions/{sid}/cohort/scans/{name}")
+    async def put_scan(sid: str, name: str, request: Request) -> dict[str, Any]:
+        sess = session(sid)
+        data = await body(request)
+
+        def load():
+            vol, ann = wire.scan_from_npz(data, max_array_bytes, name)
+            check_voxels(vol.shape)
+            return sess.study().add_scan(name, vol, ann)
+
+        return await run_in_threadpool(load)
+
+    @app.post(API + "/sessions/{sid}/cohort/train")
+    async def cohort_train(sid: str, request: Request) -> dict[str, Any]:
+        sess = session(sid)
+        opts = await _json(request)
+        return sess.study().start(opts.get("options") or {})
+
+    @app.post(API + "/sessions/{sid}/cohort/{action}")
+    async def cohort_control(sid: str, action: str) -> dict[str, Any]:
+        sess = session(sid)
+        if action not in ("pause", "resume", "stop"):
+            raise HTTPException(404, f"unknown action {action!r}")
+        getattr(sess.study(), action)()
+        return status_json(sess.study().snapshot())
+
+    @app.get(API + "/sessions/{sid}/cohort/events")
+    async def cohort_events(sid: str) -> StreamingResponse:
+        sess = session(sid)
+        return StreamingResponse(_stream(sess, sess.study()), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    @app.get(API + "/sessions/{sid}/cohort/model")
+    async def cohort_model(sid: str) -> FileResponse:
+        sess = session(sid)
+        path = await run_in_threadpool(sess.study().save_model, sess.folder / "cohort.safetensors")
+        return FileResponse(path, media_type="application/octet-stream", filename="cohort.safetensors")
+
     @app.post(API + "/sessions/{sid}/{action}")
     async def control(sid: str, action: str) -> dict[str, Any]:
         sess = session(sid)
@@ -246,7 +288,7 @@ def create_app(store: SessionStore, token: str | None, max_upload_bytes: int, ma
     @app.get(API + "/sessions/{sid}/events")
     async def events(sid: str) -> StreamingResponse:
         sess = session(sid)
-        return StreamingResponse(_stream(sess), media_type="text/event-stream",
+        return StreamingResponse(_stream(sess, sess.engine), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     @app.get(API + "/sessions/{sid}/result")
@@ -277,7 +319,7 @@ async def _json(request: Request) -> dict[str, Any]:
     return data
 
 
-async def _stream(sess: Session) -> AsyncIterator[bytes]:
+async def _stream(sess: Session, engine: Any) -> AsyncIterator[bytes]:
     """Status changes and prediction updates until the current training run ends.
 
     Each stream keeps its own :class:`~wire.UpdateEncoder`, so a reconnecting client first receives
@@ -289,7 +331,7 @@ async def _stream(sess: Session) -> AsyncIterator[bytes]:
     sess.streams += 1
     try:
         while True:
-            snap = sess.engine.snapshot()
+            snap = engine.snapshot()
             if snap.version != seen_version:
                 seen_version = snap.version
                 status = status_json(snap)

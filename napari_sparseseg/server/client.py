@@ -161,7 +161,7 @@ class RemoteSession:
     def state(self) -> dict[str, Any]:
         return self.client.request("GET", self._p()).json()
 
-    def events(self) -> Iterator[ServerEvent]:
+    def events(self, _path: str = "/events") -> Iterator[ServerEvent]:
         """Status and prediction updates until the run ends; a cut connection raises :class:`ServerError`."""
         import httpx
 
@@ -170,7 +170,7 @@ class RemoteSession:
         url = self.client.url
         ended = False
         try:
-            with self.client._http.stream("GET", self._p("/events"), timeout=timeout) as r:
+            with self.client._http.stream("GET", self._p(_path), timeout=timeout) as r:
                 if r.status_code >= 400:
                     r.read()
                     raise ServerError(_refusal(r, url))
@@ -225,6 +225,26 @@ class RemoteSession:
 
         r = self.client.request("GET", self._p("/model"))
         return atomic_write_bytes(path, r.content)
+
+    # -------------------------------------------------------------------------------- cohort
+    def add_scan(self, name: str, image: Volume, marks: SparseAnnotation | None = None) -> dict[str, Any]:
+        """One scan of a study (marks optional: unmarked scans wait for marks)."""
+        return self.client.request("PUT", self._p(f"/cohort/scans/{name}"), content=wire.scan_to_npz(image, marks)).json()
+
+    def cohort_train(self, **options: Any) -> dict[str, Any]:
+        """Train one network across the study's scans (CohortConfig fields); again = continue."""
+        return self.client.request("POST", self._p("/cohort/train"), json={"options": options}).json()
+
+    def cohort_control(self, action: str) -> dict[str, Any]:
+        return self.client.request("POST", self._p(f"/cohort/{action}")).json()
+
+    def cohort_events(self) -> Iterator[ServerEvent]:
+        return self.events("/cohort/events")
+
+    def download_cohort_model(self, path: str | Path) -> Path:
+        from ..io import atomic_write_bytes
+
+        return atomic_write_bytes(path, self.client.request("GET", self._p("/cohort/model")).content)
 
     def close(self) -> None:
         """End the session on the server (its files are deleted); quiet if the server is gone."""

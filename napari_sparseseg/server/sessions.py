@@ -14,6 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .engine import EngineSession
 
@@ -26,6 +27,14 @@ class Session:
     created: float = field(default_factory=time.monotonic)
     last_seen: float = field(default_factory=time.monotonic)
     streams: int = 0  # open event streams keep a session alive
+    cohort: Any = None  # a CohortSession, made on the first scan of a study
+
+    def study(self) -> Any:
+        if self.cohort is None:
+            from .cohort_engine import CohortSession
+
+            self.cohort = CohortSession(self.engine.device, self.folder)
+        return self.cohort
 
     def touch(self) -> None:
         self.last_seen = time.monotonic()
@@ -73,6 +82,8 @@ class SessionStore:
         if sess is None:
             return False
         sess.engine.close(wait=5.0)
+        if sess.cohort is not None:
+            sess.cohort.close(wait=5.0)
         shutil.rmtree(sess.folder, ignore_errors=True)
         return True
 

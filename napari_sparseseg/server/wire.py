@@ -114,6 +114,25 @@ def annotation_from_npz(data: bytes, max_bytes: int) -> SparseAnnotation:
     return SparseAnnotation(labels, bg, classes, names)
 
 
+def scan_to_npz(image: Volume, ann: SparseAnnotation | None) -> bytes:
+    """One scan of a study: the image, and its marks when it has any (one npz)."""
+    arrays: dict[str, np.ndarray] = {"array": image.array, "affine": image.affine}
+    if ann is not None:
+        arrays.update(labels=ann.labels, background_label=np.int64(ann.background_label),
+                      classes=np.asarray(ann.classes, dtype=np.int64))
+    return to_npz(arrays)
+
+
+def scan_from_npz(data: bytes, max_bytes: int, name: str) -> tuple[Volume, SparseAnnotation | None]:
+    arrays = read_npz(data, max_bytes)
+    vol = volume_from_npz(to_npz({"array": _need(arrays, "array"), "affine": _need(arrays, "affine")}, compress=False),
+                          max_bytes, name)
+    if "labels" not in arrays:
+        return vol, None
+    classes = tuple(int(c) for c in np.atleast_1d(arrays.get("classes", np.zeros(0, np.int64))))
+    return vol, SparseAnnotation(arrays["labels"], int(_need(arrays, "background_label")), classes)
+
+
 # ---------------------------------------------------------------------------- streamed updates
 def changed_box(old: np.ndarray | None, new: np.ndarray, tolerance: int = 0) -> Box | None:
     """Bounding box of voxels that differ by more than ``tolerance`` (the whole grid when there is
