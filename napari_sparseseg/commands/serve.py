@@ -38,7 +38,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import os
-    import shutil
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
@@ -57,15 +56,14 @@ def run(args: argparse.Namespace) -> int:
     check_server_token(args.host, token)
     own = args.workdir is None
     workdir = Path(tempfile.mkdtemp(prefix="sparseseg-serve-")) if own else args.workdir
-    store = SessionStore(workdir, device=args.device, idle_timeout=args.idle_timeout, max_sessions=args.max_sessions)
+    store = SessionStore(workdir, device=args.device, idle_timeout=args.idle_timeout, max_sessions=args.max_sessions,
+                         owns_workdir=own)
     app = create_app(store, token, int(args.max_upload_mb * 2**20), int(args.max_voxels))
     device = pick_device(args.device)
     print(f"sparseseg serve: http://{args.host}:{args.port} (device {device}, token "
           f"{'required' if token else 'NONE: loopback only'}, sessions in {workdir})", file=sys.stderr, flush=True)
-    try:
+    try:  # the app's shutdown closes the store (uvicorn re-raises SIGTERM after it, skipping any `finally` here)
         uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=5)
     finally:
         store.close()
-        if own:
-            shutil.rmtree(workdir, ignore_errors=True)
     return 0

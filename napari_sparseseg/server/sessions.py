@@ -47,8 +47,10 @@ class SessionFull(Exception):
 class SessionStore:
     """Thread-safe session table with an idle reaper."""
 
-    def __init__(self, workdir: Path, device: str = "auto", idle_timeout: float = 1800.0, max_sessions: int = 8) -> None:
+    def __init__(self, workdir: Path, device: str = "auto", idle_timeout: float = 1800.0, max_sessions: int = 8,
+                 owns_workdir: bool = False) -> None:
         self.workdir = Path(workdir)
+        self.owns_workdir = owns_workdir  # a folder made for this server: removed by close()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.device = device
         self.idle_timeout = float(idle_timeout)
@@ -116,3 +118,5 @@ class SessionStore:
             ids = list(self._sessions)
         for sid in ids:
             self.remove(sid)
+        if self.owns_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
