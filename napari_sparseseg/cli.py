@@ -21,7 +21,7 @@ from typing import Sequence
 from .errors import SparsesegError
 
 #: sub-command modules, in the order ``sparseseg --help`` lists them
-COMMANDS: tuple[str, ...] = ("info", "simulate", "evaluate", "segment", "pretrain", "bench", "pseudo")
+COMMANDS: tuple[str, ...] = ("info", "simulate", "evaluate", "segment", "pretrain", "bench", "pseudo", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -47,6 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--server", default=None, metavar="URL",
+                   help="compute on a `sparseseg serve` at URL (token from $SPARSESEG_TOKEN); outputs are written here")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -103,6 +105,10 @@ def _run(args: argparse.Namespace, outs) -> int:
     image = read_volume(args.image)
     ann = load_annotation(args.annotations, like=image, background_label=args.background_label, for_training=True)
     ann.validate(image.shape)
+    if args.server:  # the same job on a remote engine; the outputs are written here
+        from ..server.client import run_segment
+
+        return run_segment(args, image, ann, _write, lambda msg: _say(args, msg))
     init = None
     if args.init is not None:  # fail before the slow steps if the checkpoint is unusable
         from ..training import load_checkpoint

@@ -65,11 +65,14 @@ class CorrectionLoop:
             :meth:`carry_over`'s dict.
         refine_fn / pseudo_fn: where the walker runs (default: the caller's thread; the widget passes
             functions that run it in a spawned process, since the walker holds the GIL).
+        remote: ``remote(image, marks, pseudo_method, config, report, should_stop) -> trainer`` builds
+            a fresh model somewhere else (a ``sparseseg serve`` session); None trains here.
     """
 
     def __init__(self, image: Volume | None = None, *, config: Any = None, pseudo_method: str = "random-walker",
                  strategy: str | SliceStrategy = "entropy", refine: bool = True, init: Any = None,
-                 refine_fn: RefineFn = refine_in_thread, pseudo_fn: PseudoFn = pseudo_in_thread) -> None:
+                 refine_fn: RefineFn = refine_in_thread, pseudo_fn: PseudoFn = pseudo_in_thread,
+                 remote: Any = None) -> None:
         self.image = image
         self.config = config
         self.pseudo_method = pseudo_method
@@ -77,6 +80,7 @@ class CorrectionLoop:
         self.refine = refine
         self.init = init
         self.refine_fn, self.pseudo_fn = refine_fn, pseudo_fn
+        self.remote = remote
         self._clear()
 
     def _clear(self) -> None:
@@ -209,6 +213,14 @@ class CorrectionLoop:
     def _fresh(self, run: LoopRun, marks: SparseAnnotation, recompute: bool) -> Iterator[RunItem]:
         self.running = True
         try:
+            if self.remote is not None:  # a model computed elsewhere (a server): it makes its own pseudo-labels
+                messages: list[str] = []
+                trainer = self.remote(self.image, marks, self.pseudo_method, self.config, messages.append,
+                                      lambda: run.stopping)
+                for m in messages:
+                    yield LoopStatus(m)
+                yield from self._train(run, trainer)
+                return
             pseudo, pseudo_marks = self.pseudo, self.pseudo_marks
             if self.pseudo_method == "none":
                 pseudo = None

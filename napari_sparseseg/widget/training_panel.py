@@ -28,6 +28,7 @@ from ..annotations.sparse import SparseAnnotation
 from ..errors import AnnotationError
 from ..loop import CorrectionLoop
 from . import layers as L
+from .compute_on import ComputeOnWidget
 from .corrections import CorrectionTracker
 from .guard import guarded, notify_error, notify_info
 from .loss_plot import LossPlot
@@ -107,6 +108,7 @@ class TrainingPanel(QGroupBox):
         self.strategy.setToolTip("entropy: most uncertain; disagreement: SAM/pseudo-labels vs network; random: baseline")
         self.next_btn = QPushButton("Next slice to review")
         self.next_btn.clicked.connect(lambda *_: self.go_next())
+        self.compute_on = ComputeOnWidget()  # this machine / a `sparseseg serve`: where the next model trains
 
         form = QFormLayout()
         form.addRow("budget", self.budget)
@@ -121,6 +123,7 @@ class TrainingPanel(QGroupBox):
         row3.addWidget(self.strategy)
         row3.addWidget(self.next_btn)
         lay = QVBoxLayout(self)
+        lay.addWidget(self.compute_on)
         lay.addLayout(form)
         lay.addLayout(row)
         lay.addWidget(self.progress)
@@ -211,6 +214,7 @@ class TrainingPanel(QGroupBox):
             notify_info(f"classes changed to {list(ann.classes)}: starting a new model")
         self.loop.config = self._config()
         self.loop.pseudo_method = self.pseudo_method.currentText()
+        self.loop.remote = self._remote_factory()  # "Compute on: server": the same events from a server session
         # fresh pseudo-labels replace whatever a walk in flight would give; a continue refines the new
         # marks itself (without a walk: at once; with one: in the run, the queue held until it lands)
         self.refiner.cancel()
@@ -220,6 +224,18 @@ class TrainingPanel(QGroupBox):
         self._paused = False
         self.runner.start(run)
         self.eta.setText("starting...")
+
+    def _remote_factory(self) -> Any:
+        url = self.compute_on.server_url
+        if not url:
+            return None
+
+        def build(image: Any, marks: Any, method: str, config: Any, report: Any, should_stop: Any) -> Any:
+            from ..server.remote_trainer import remote_job
+
+            return remote_job(url, image, marks, method, config)(report, should_stop)
+
+        return build
 
     @guarded
     def toggle_pause(self) -> None:
