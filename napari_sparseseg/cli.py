@@ -16,7 +16,7 @@ from typing import Sequence
 from .errors import SparsesegError
 
 #: sub-command modules, in the order ``sparseseg --help`` lists them
-COMMANDS: tuple[str, ...] = ("info", "simulate", "evaluate", "segment", "pretrain", "bench", "pseudo")
+COMMANDS: tuple[str, ...] = ("info", "simulate", "evaluate", "segment", "train", "project", "pretrain", "bench", "pseudo")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,7 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "trained on the marks and the confident pseudo-labels, prediction written on the image grid.",
     )
     p.add_argument("image", type=Path, help="image (NIfTI, zarr or DICOM series folder)")
-    p.add_argument("--annotations", "-a", required=True, type=Path, help="annotation map (0 = unmarked)")
+    p.add_argument("--annotations", "-a", default=None, type=Path,
+                   help="annotation map (0 = unmarked); without it, --init MODEL (a `sparseseg train` model) "
+                   "predicts the scan from the image alone")
     p.add_argument("--background-label", type=int, default=None,
                    help="value of background marks (default: from the annotation's sidecar; ACDC scribbles: 4)")
     p.add_argument("-o", "--output", required=True, type=Path, help="label map to write (.nii.gz or .zarr)")
@@ -79,6 +81,10 @@ def run(args: argparse.Namespace) -> int:
     from ..training import TrainConfig, Trainer
 
     _check_outputs([args.output, args.save_model, args.uncertainty], args.overwrite)
+    if args.annotations is None:  # no marks on this scan: the cohort model alone
+        from ._predict import predict_without_marks
+
+        return predict_without_marks(args)
     if args.method != "default":
         from ..errors import SparsesegError
         from ..methods import load_all
