@@ -41,8 +41,8 @@ def cancel_on_sigint(cancel: Callable[[], None], say: Callable[[str], None]) -> 
         signal.signal(signal.SIGINT, old)
 
 
-def _fmt_eta(eta: float | None) -> str:
-    if eta is None:
+def _fmt_eta(eta: float | None, budget: float | None = None) -> str:
+    if eta is None or (budget is not None and eta > 10 * budget):  # the first steps' estimate is noise
         return "ETA ?"
     eta = max(0.0, float(eta))
     return f"ETA {int(eta // 60)}:{int(eta % 60):02d}" if eta >= 60 else f"ETA {eta:.0f} s"
@@ -86,7 +86,7 @@ def drive(trainer: Any, *, budget_seconds: float, quiet: bool, say: Callable[[st
                         b.n = min(round(ev.elapsed), b.total)
                         loss = ev.losses.get("total", ev.losses.get("loss")) if ev.losses else None
                         post = f"step {ev.step}" + (f" loss {loss:.3f}" if loss is not None else "")
-                        b.set_postfix_str(f"{post} {_fmt_eta(ev.eta)}", refresh=True)
+                        b.set_postfix_str(f"{post} {_fmt_eta(ev.eta, budget_seconds)}", refresh=True)
                 if ev.kind in ("done", "cancelled"):
                     break
         finally:

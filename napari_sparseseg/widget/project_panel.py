@@ -1,0 +1,515 @@
+"""The "Project" box: a study's scans, the next scan to open, and the shared model trained in the background.
+
+Opening a scan pre-segments it with the project's current model (no marks needed): the prediction
+lands in the "prediction" layer, where the usual correction loop (repaint, "Accept corrections")
+turns corrections into marks.  The open scan's marks are saved into the project (debounced, atomic)
+so the next cohort training learns them; "Train model" trains on every marked scan in a background
+thread (progress, loss, pause/stop) and adds a model version.  All project writes happen on the GUI
+thread; the worker threads only read scans and compute.  The CLI (``sparseseg project ...``) works on
+the same folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+)
+
+from ..active.scans import SCAN_STRATEGIES
+from ..project import Project, ProjectError
+from .corrections import CorrectionTracker
+from .guard import guarded, notify_error, notify_info
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .main import SparseSegWidget
+
+COLUMNS = ("scan", "status", "uncertainty", "model")
+SAVE_DELAY_MS = 1500
+
+
+class ProjectPanel(QGroupBox):
+    """See the module docstring.  ``train_overrides``: CohortConfig fields (tests shorten runs)."""
+
+    def __init__(self, host: "SparseSegWidget") -> None:
+        super().__init__("Project (a study of scans)")
+        self.host = host
+        self.project: Project | None = None
+        self.current: str | None = None  # id of the scan open in the viewer
+        self.scan_layer: Any = None  # its image layer
+        self.volume: Any = None  # its Volume as read from disk (the grid every file is written on)
+        self.train_overrides: dict[str, Any] = {}
+        self.predictor: Any = None
+        self.n_events = 0
+        self.last_event: Any = None
+        self.last_loss: float | None = None
+        self._run: Any = None  # the ProjectTraining in the worker
+        self._train_worker: Any = None
+        self._predict_worker: Any = None
+        self._paused = False
+        self._stop_requested = False
+        self._watched: Any = None
+        self._save_timer = QTimer(self)
+        self._save_timer.setSingleShot(True)
+        self._save_timer.setInterval(SAVE_DELAY_MS)
+        self._save_timer.timeout.connect(lambda: self.save_marks())
+
+        self.path_label = QLabel("No project. Open a folder or create one from the open scans.")
+        self.path_label.setWordWrap(True)
+        self.open_btn = QPushButton("Open project...")
+        self.open_btn.clicked.connect(lambda *_: self.open_project())
+        self.new_btn = QPushButton("New project...")
+        self.new_btn.setToolTip("Create a project folder and add scans (NIfTI files) to it")
+        self.new_btn.clicked.connect(lambda *_: self.new_project())
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(list(COLUMNS))
+        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.Stretch)
+        self.table.setMaximumHeight(160)
+        self.table.setToolTip("uncertainty: the current model's mean uncertainty near the predicted structures "
+                              "(0 = sure, 1 = guessing); model: the model version that made the prediction")
+        self.table.cellDoubleClicked.connect(lambda row, _col: self.open_scan(self._row_id(row)))
+        self.open_scan_btn = QPushButton("Open scan")
+        self.open_scan_btn.clicked.connect(lambda *_: self.open_selected())
+        self.strategy = QComboBox()
+        self.strategy.addItems(list(SCAN_STRATEGIES))
+        self.strategy.setToolTip("uncertainty: the scan the model is least sure of, unlike those already marked; "
+                                 "random / sequential: baselines")
+        self.next_btn = QPushButton("Next scan")
+        self.next_btn.clicked.connect(lambda *_: self.next_scan())
+        self.reviewed_btn = QPushButton("Mark reviewed")
+        self.reviewed_btn.setToolTip("The open scan's segmentation is checked: save its marks, status 'reviewed'")
+        self.reviewed_btn.clicked.connect(lambda *_: self.mark_reviewed())
+        self.model_label = QLabel("model version 0")
+        self.budget = QDoubleSpinBox()
+        self.budget.setRange(2, 36000)
+        self.budget.setValue(300)
+        self.budget.setSuffix(" s")
+        self.budget.setToolTip("Cohort training time (after the pseudo-labels of new scans)")
+        self.train_btn = QPushButton("Train model")
+        self.train_btn.setToolTip("Train the shared model on every marked scan (continues from the current version)")
+        self.train_btn.clicked.connect(lambda *_: self.start_training())
+        self.pause_btn = QPushButton("Pause")
+        self.pause_btn.clicked.connect(lambda *_: self.toggle_pause())
+        self.stop_btn = QPushButton("Stop")
+        self.stop_btn.clicked.connect(lambda *_: self.stop_training())
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.train_status = QLabel("idle")
+
+        row0 = QHBoxLayout()
+        row0.addWidget(self.open_btn)
+        row0.addWidget(self.new_btn)
+        row1 = QHBoxLayout()
+        row1.addWidget(self.open_scan_btn)
+        row1.addWidget(self.strategy)
+        row1.addWidget(self.next_btn)
+        row2 = QHBoxLayout()
+        row2.addWidget(self.reviewed_btn)
+        row2.addWidget(self.model_label, 1)
+        row3 = QHBoxLayout()
+        row3.addWidget(QLabel("budget"))
+        row3.addWidget(self.budget)
+        row3.addWidget(self.train_btn)
+        row4 = QHBoxLayout()
+        row4.addWidget(self.pause_btn)
+        row4.addWidget(self.stop_btn)
+        lay = QVBoxLayout(self)
+        lay.addWidget(self.path_label)
+        lay.addLayout(row0)
+        lay.addWidget(self.table)
+        lay.addLayout(row1)
+        lay.addLayout(row2)
+        lay.addLayout(row3)
+        lay.addLayout(row4)
+        lay.addWidget(self.progress)
+        lay.addWidget(self.train_status)
+        self._sync_buttons()
+
+    # ------------------------------------------------------------------------------ state
+    @property
+    def training(self) -> bool:
+        return self._train_worker is not None
+
+    @property
+    def predicting(self) -> bool:
+        return self._predict_worker is not None
+
+    def _sync_buttons(self) -> None:
+        has = self.project is not None
+        self.open_scan_btn.setEnabled(has and self.table.rowCount() > 0)
+        self.next_btn.setEnabled(has and self.table.rowCount() > 0)
+        self.reviewed_btn.setEnabled(has and self.current is not None)
+        self.train_btn.setEnabled(has and not self.training)
+        self.pause_btn.setEnabled(self.training and self._run is not None)
+        self.pause_btn.setText("Resume" if self._paused else "Pause")
+        self.stop_btn.setEnabled(self.training)
+
+    def _row_id(self, row: int) -> str:
+        item = self.table.item(row, 0)
+        return "" if item is None else item.text()
+
+    def refresh(self) -> None:
+        """Re-read the project (another process may have changed it) and redraw the table."""
+        if self.project is None:
+            return
+        self.project.reload_if_changed()
+        p = self.project
+        self.path_label.setText(f"{p.name}: {len(p.scans)} scans ({p.folder})")
+        self.model_label.setText(f"model version {p.model_version}")
+        selected = self.current
+        rows = self.table.selectionModel().selectedRows() if self.table.selectionModel() else []
+        if rows:
+            selected = self._row_id(rows[0].row())
+        self.table.setRowCount(len(p.scans))
+        for r, s in enumerate(p.scans):
+            unc = s.foreground_uncertainty if s.foreground_uncertainty is not None else s.mean_uncertainty
+            cells = (s.id + (" (open)" if s.id == self.current else ""), s.status,
+                     "-" if unc is None else f"{unc:.3f}",
+                     "-" if s.prediction_model_version is None else f"v{s.prediction_model_version}")
+            for c, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                if c == 0:
+                    item.setText(s.id)
+                    item.setToolTip(str(p.image_path(s)))
+                    f = item.font()
+                    f.setBold(s.id == self.current)
+                    item.setFont(f)
+                self.table.setItem(r, c, item)
+            if s.id == selected:
+                self.table.selectRow(r)
+        self._sync_buttons()
+
+    # ------------------------------------------------------------------------------ project
+    @guarded
+    def open_project(self, folder: str | Path | None = None) -> Project | None:
+        if folder is None:
+            folder = QFileDialog.getExistingDirectory(self, "Open a project folder")
+            if not folder:
+                return None
+        self.set_project(Project.open(folder))
+        return self.project
+
+    @guarded
+    def new_project(self, folder: str | Path | None = None, images: list[str] | None = None) -> Project | None:
+        if folder is None:
+            folder = QFileDialog.getExistingDirectory(self, "Folder for the new project (it may be empty)")
+            if not folder:
+                return None
+        if images is None:
+            images, _ = QFileDialog.getOpenFileNames(self, "Scans to add", str(folder),
+                                                     "Images (*.nii *.nii.gz *.zarr);;All files (*)")
+        proj = Project.create(folder, exist_ok=True)
+        if images:
+            proj.add_scans(images)
+        self.set_project(proj)
+        return proj
+
+    def set_project(self, project: Project) -> None:
+        from ..project.learning import ProjectPredictor
+
+        if self.training:
+            raise ProjectError("stop the running training before switching projects")
+        self.save_marks()
+        self.project = project
+        self.current = None
+        self.predictor = ProjectPredictor(project)
+        for line in project.repairs:
+            notify_info(f"project repaired: {line}")
+        self.refresh()
+        self.host.set_status(f"Project {project.name}: open a scan (or 'Next scan').")
+
+    # ------------------------------------------------------------------------------ scans
+    @guarded
+    def open_selected(self) -> None:
+        rows = self.table.selectionModel().selectedRows()
+        if not rows:
+            raise ProjectError("select a scan in the list first")
+        self.open_scan(self._row_id(rows[0].row()))
+
+    @guarded
+    def next_scan(self) -> str | None:
+        if self.project is None:
+            raise ProjectError("open a project first")
+        self.save_marks()
+        s = self.project.next_scan(self.strategy.currentText(), current=self.current)
+        if s is None:
+            notify_info("every scan is reviewed or exported")
+            return None
+        self.open_scan(s.id)
+        return s.id
+
+    @guarded
+    def open_scan(self, scan_id: str) -> None:
+        """Show the scan, its saved marks and (with a model) its pre-segmentation."""
+        from .._reader import image_layer_data
+
+        if self.project is None:
+            raise ProjectError("open a project first")
+        self.save_marks()
+        proj = self.project
+        vol = proj.load_image(scan_id)
+        data, kwargs, _ = image_layer_data(vol)
+        kwargs["metadata"] = {**kwargs.get("metadata", {}), "sparseseg_project_scan": scan_id}
+        old = self.scan_layer
+        layer = self.host.viewer.add_image(data, **kwargs)
+        self._use_project_classes()
+        self.host.set_image(layer)
+        if old is not None and old in self.host.viewer.layers and old is not layer:
+            self.host.viewer.layers.remove(old)
+        self.scan_layer, self.current, self.volume = layer, scan_id, vol
+        marks = proj.load_marks(scan_id, like=vol)
+        ann_layer = self.host.ann_layer
+        if marks is not None and ann_layer is not None:
+            ann_layer.data = marks.labels.astype(ann_layer.data.dtype, copy=False)
+        self._watch_marks()
+        self.refresh()
+        self.host.set_status(f"{scan_id}: " + ("pre-segmenting with model version "
+                                               f"{proj.model_version}..." if proj.current_model else
+                                               "no model yet: mark it (scribbles or slices), then Train model."))
+        if proj.current_model is not None:
+            self._predict(scan_id)
+
+    def _use_project_classes(self) -> None:
+        """Make the widget's class table the project's (one network: the same ids in every scan)."""
+        spec = self.project.labels if self.project is not None else None
+        if spec is None or spec.background_label is None or not spec.classes:
+            return
+        from ..session import ClassTable
+
+        table = ClassTable.default(len(spec.classes), spec.class_names)
+        if [c.id for c in table.classes] != [*spec.classes, spec.background_label]:
+            from ..session import ClassSpec
+
+            rows = [ClassSpec(c, spec.class_names.get(c, f"class {c}"), table.classes[i % (len(table.classes) - 1)].color)
+                    for i, c in enumerate(spec.classes)]
+            rows.append(ClassSpec(spec.background_label, "background", table.classes[-1].color))
+            table = ClassTable(rows, spec.background_label)
+        if table.to_dict() != self.host.classes.to_dict():
+            self.host.classes = table
+            self.host.class_table.set_table(table)
+            self.host._on_classes_changed()
+
+    def _predict(self, scan_id: str) -> None:
+        from napari.qt.threading import create_worker
+
+        predictor = self.predictor
+
+        def work() -> tuple[str, Any, Any, int | None]:
+            out = predictor.predict(scan_id, save=False)
+            assert out is not None
+            return scan_id, out[0], out[1], predictor.version
+
+        worker = create_worker(work)
+        worker.returned.connect(self._on_predicted)
+        worker.errored.connect(lambda exc: notify_error(f"pre-segmentation failed: {exc}"))
+        worker.finished.connect(self._on_predict_finished)
+        self._predict_worker = worker
+        worker.start()
+
+    def _on_predict_finished(self) -> None:
+        self._predict_worker = None
+
+    def _on_predicted(self, result: tuple[str, Any, Any, int | None]) -> None:
+        scan_id, labels, unc, version = result
+        if self.project is None or scan_id != self.current or self.host.image_layer is not self.scan_layer:
+            return  # the user moved on meanwhile
+        host = self.host
+        layer = host.ensure_prediction_layer()
+        tracker = CorrectionTracker(tuple(layer.data.shape))
+        tracker.apply_prediction(layer.data, np.asarray(labels).astype(layer.data.dtype))
+        host.training.tracker = tracker  # the training box's "Accept corrections" turns repaints into marks
+        layer.refresh()
+        ul = host.ensure_uncertainty_layer(np.asarray(unc, np.float32))
+        ul.data = np.asarray(unc, np.float32)
+        self.project.set_prediction(scan_id, labels, unc, like=self.volume, model_version=version)
+        self.refresh()
+        host._sync_buttons()
+        host.set_status(f"{scan_id}: pre-segmented by model version {version}. Repaint wrong voxels on "
+                        "'prediction' and press Accept corrections, or add marks; they are saved into the project.")
+
+    # ------------------------------------------------------------------------------ marks
+    def _watch_marks(self) -> None:
+        layer = self.host.ann_layer
+        if layer is None or layer is self._watched:
+            return
+        layer.events.paint.connect(self._schedule_save)
+        layer.events.data.connect(self._schedule_save)
+        self._watched = layer
+
+    def _schedule_save(self, *_: Any) -> None:
+        if self.project is not None and self.current is not None:
+            self._save_timer.start()
+
+    def save_marks(self) -> bool:
+        """Write the open scan's marks into the project now; True if something was written."""
+        self._save_timer.stop()
+        host = self.host
+        if self.project is None or self.current is None or host.ann_layer is None \
+                or host.image_layer is not self.scan_layer or self.scan_layer is None:
+            return False
+        labels = np.array(host.ann_layer.data, copy=True)
+        s = self.project.scan(self.current)
+        if not labels.any() and s.marks is None:
+            return False
+        from ..annotations.sparse import SparseAnnotation
+
+        table = host.classes
+        ann = SparseAnnotation(labels, table.background, table.foreground_ids,
+                               {c: table.names[c] for c in table.foreground_ids})
+        try:
+            self.project.set_marks(self.current, ann, like=self.volume)
+        except ProjectError as exc:
+            notify_error(str(exc))
+            return False
+        self.refresh()
+        return True
+
+    @guarded
+    def mark_reviewed(self) -> None:
+        if self.project is None or self.current is None:
+            raise ProjectError("open a scan of the project first")
+        self.save_marks()
+        self.project.set_status(self.current, "reviewed")
+        self.refresh()
+        self.host.set_status(f"{self.current} reviewed; 'Next scan' suggests the next one.")
+
+    # ------------------------------------------------------------------------------ training
+    def _config(self) -> Any:
+        from ..cohort import CohortConfig
+
+        return CohortConfig(budget_seconds=float(self.budget.value()), **self.train_overrides)
+
+    @guarded
+    def start_training(self) -> None:
+        """Train the shared model on every marked scan, in a worker thread; ends in a new model version."""
+        from napari.qt.threading import create_worker
+
+        from ..project.learning import ProjectTraining
+
+        if self.project is None:
+            raise ProjectError("open a project first")
+        if self.training:
+            raise ProjectError("the model is already training")
+        self.save_marks()
+        proj, config = self.project, self._config()
+        if not proj.marked_scans():
+            raise ProjectError("no scan has marks yet: mark at least one scan first")
+        self._stop_requested = False
+        self._paused = False
+        self.n_events = 0
+
+        def work():
+            run = ProjectTraining(proj, config)
+            self._run = run
+            if self._stop_requested:
+                run.cancel()
+            yield ("ready", run)
+            for ev in run.run():
+                yield ("event", ev)
+            return run
+
+        worker = create_worker(work)
+        worker.yielded.connect(self._on_train_yield)
+        worker.returned.connect(self._on_trained)
+        worker.errored.connect(lambda exc: notify_error(f"training failed: {exc}"))
+        worker.finished.connect(self._on_train_finished)
+        self._train_worker = worker
+        self.progress.setValue(0)
+        self.train_status.setText("pseudo-labels of the marked scans...")
+        worker.start()
+        self._sync_buttons()
+
+    def _on_train_yield(self, item: tuple[str, Any]) -> None:
+        kind, value = item
+        if kind == "ready":
+            if value.skipped:
+                notify_info("left out of training: " + "; ".join(value.skipped))
+            self._sync_buttons()
+            return
+        ev = value
+        self.n_events += 1
+        self.last_event = ev
+        if ev.kind == "pseudo":
+            self.train_status.setText(f"pseudo-labels {ev.step}/{ev.total_steps or '?'} {ev.scan}")
+            return
+        if ev.losses:
+            self.last_loss = float(ev.losses.get("total", next(iter(ev.losses.values()))))
+        budget = float(self.budget.value())
+        self.progress.setValue(int(1000 * min(1.0, ev.elapsed / max(budget, 1e-6))))
+        if not self._paused:
+            eta = f"  ETA {ev.eta:.0f} s" if ev.eta is not None else ""
+            loss = f"  loss {self.last_loss:.3f}" if self.last_loss is not None else ""
+            self.train_status.setText(f"step {ev.step}{loss}{eta}")
+
+    def _on_trained(self, run: Any) -> None:
+        rec = run.finish()  # on the GUI thread: every project write happens here
+        self.progress.setValue(1000)
+        outcome = run.last.kind if run.last is not None else "?"
+        self.train_status.setText(f"model version {rec.version} ({outcome}, {run.trainer.step} steps)")
+        self.refresh()
+        if self.current is not None:
+            self._predict(self.current)  # show what the new model makes of the open scan
+
+    def _on_train_finished(self) -> None:
+        self._train_worker = None
+        self._run = None
+        self._paused = False
+        self._sync_buttons()
+
+    @guarded
+    def toggle_pause(self) -> None:
+        if self._run is None:
+            return
+        if self._paused:
+            self._run.resume()
+            self._paused = False
+        else:
+            self._run.pause()
+            self._paused = True
+            self.train_status.setText("paused")
+        self._sync_buttons()
+
+    @guarded
+    def stop_training(self) -> None:
+        """Stop soon; the weights learnt so far still become a model version."""
+        self._stop_requested = True
+        if self._run is not None:
+            self._run.resume()
+            self._run.cancel()
+        self.train_status.setText("stopping...")
+
+    def shutdown(self, timeout_s: float = 15.0) -> None:
+        """The widget closes: save the marks, stop training (its weights are not saved), wait briefly."""
+        import time
+
+        from qtpy.QtWidgets import QApplication
+
+        self.save_marks()
+        self._stop_requested = True
+        if self._run is not None:
+            self._run.resume()
+            self._run.cancel()
+        end = time.monotonic() + timeout_s
+        while (self.training or self.predicting) and time.monotonic() < end:
+            QApplication.processEvents()
+            time.sleep(0.02)
