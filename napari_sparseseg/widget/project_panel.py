@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -65,6 +65,8 @@ class ProjectPanel(QGroupBox):
         self._paused = False
         self._stop_requested = False
         self._watched: Any = None
+        self._last_error = ""
+        self._pending: list[str] = []  # scans waiting for a prediction (worker pops from the front)
         self._save_timer = QTimer(self)
         self._save_timer.setSingleShot(True)
         self._save_timer.setInterval(SAVE_DELAY_MS)
@@ -83,7 +85,11 @@ class ProjectPanel(QGroupBox):
         self.table.setSelectionMode(QAbstractItemView.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.table.verticalHeader().setVisible(False)
-        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.Stretch)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.Stretch)
+        for c in range(1, len(COLUMNS)):
+            header.setSectionResizeMode(c, QHeaderView.ResizeToContents)
+        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
         self.table.setMaximumHeight(160)
         self.table.setToolTip("uncertainty: the current model's mean uncertainty near the predicted structures "
                               "(0 = sure, 1 = guessing); model: the model version that made the prediction")
@@ -183,13 +189,12 @@ class ProjectPanel(QGroupBox):
         self.table.setRowCount(len(p.scans))
         for r, s in enumerate(p.scans):
             unc = s.foreground_uncertainty if s.foreground_uncertainty is not None else s.mean_uncertainty
-            cells = (s.id + (" (open)" if s.id == self.current else ""), s.status,
+            cells = (s.id, s.status,
                      "-" if unc is None else f"{unc:.3f}",
                      "-" if s.prediction_model_version is None else f"v{s.prediction_model_version}")
             for c, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 if c == 0:
-                    item.setText(s.id)
                     item.setToolTip(str(p.image_path(s)))
                     f = item.font()
                     f.setBold(s.id == self.current)
@@ -232,6 +237,7 @@ class ProjectPanel(QGroupBox):
         self.save_marks()
         self.project = project
         self.current = None
+        self._pending.clear()
         self.predictor = ProjectPredictor(project)
         for line in project.repairs:
             notify_info(f"project repaired: {line}")
@@ -287,7 +293,7 @@ class ProjectPanel(QGroupBox):
                                                f"{proj.model_version}..." if proj.current_model else
                                                "no model yet: mark it (scribbles or slices), then Train model."))
         if proj.current_model is not None:
-            self._predict(scan_id)
+            self._predict([scan_id])
 
     def _use_project_classes(self) -> None:
         """Make the widget's class table the project's (one network: the same ids in every scan)."""
@@ -309,30 +315,55 @@ class ProjectPanel(QGroupBox):
             self.host.class_table.set_table(table)
             self.host._on_classes_changed()
 
-    def _predict(self, scan_id: str) -> None:
+    def _predict(self, scan_ids: list[str]) -> None:
+        """Queue ``scan_ids`` for prediction ahead of what is queued; one worker thread works through the queue.
+
+        Why a queue rather than one worker per request: opening a scan must not wait behind a study-wide
+        refresh, nor cancel it (the table and the next-scan suggestion need every scan's uncertainty).
+        """
+        rest = [i for i in self._pending if i not in scan_ids]
+        self._pending[:] = list(scan_ids) + rest
+        if self._predict_worker is None:
+            self._start_predict_worker()
+
+    def _start_predict_worker(self) -> None:
         from napari.qt.threading import create_worker
 
-        predictor = self.predictor
+        predictor, pending = self.predictor, self._pending
 
-        def work() -> tuple[str, Any, Any, int | None]:
-            out = predictor.predict(scan_id, save=False)
-            assert out is not None
-            return scan_id, out[0], out[1], predictor.version
+        def work():
+            while pending:
+                sid = pending.pop(0)
+                out = predictor.predict(sid, save=False)
+                if out is None:
+                    return
+                yield sid, out[0], out[1], predictor.version
 
         worker = create_worker(work)
-        worker.returned.connect(self._on_predicted)
-        worker.errored.connect(lambda exc: notify_error(f"pre-segmentation failed: {exc}"))
+        worker.yielded.connect(self._on_predicted)
+        worker.errored.connect(lambda exc: self._failed(f"pre-segmentation failed: {exc}"))
         worker.finished.connect(self._on_predict_finished)
         self._predict_worker = worker
         worker.start()
 
+    def _failed(self, message: str) -> None:
+        self._last_error = message
+        self.train_status.setText(message[:120])
+        notify_error(message)
+
     def _on_predict_finished(self) -> None:
         self._predict_worker = None
+        if self._pending and self.project is not None:  # queued after the worker's last look
+            self._start_predict_worker()
 
     def _on_predicted(self, result: tuple[str, Any, Any, int | None]) -> None:
         scan_id, labels, unc, version = result
-        if self.project is None or scan_id != self.current or self.host.image_layer is not self.scan_layer:
-            return  # the user moved on meanwhile
+        if self.project is None:
+            return
+        if scan_id != self.current or self.host.image_layer is not self.scan_layer:
+            self.project.set_prediction(scan_id, labels, unc, model_version=version)  # another scan: file + table
+            self.refresh()
+            return
         host = self.host
         layer = host.ensure_prediction_layer()
         tracker = CorrectionTracker(tuple(layer.data.shape))
@@ -431,7 +462,7 @@ class ProjectPanel(QGroupBox):
         worker = create_worker(work)
         worker.yielded.connect(self._on_train_yield)
         worker.returned.connect(self._on_trained)
-        worker.errored.connect(lambda exc: notify_error(f"training failed: {exc}"))
+        worker.errored.connect(lambda exc: self._failed(f"training failed: {exc}"))
         worker.finished.connect(self._on_train_finished)
         self._train_worker = worker
         self.progress.setValue(0)
@@ -467,8 +498,10 @@ class ProjectPanel(QGroupBox):
         outcome = run.last.kind if run.last is not None else "?"
         self.train_status.setText(f"model version {rec.version} ({outcome}, {run.trainer.step} steps)")
         self.refresh()
-        if self.current is not None:
-            self._predict(self.current)  # show what the new model makes of the open scan
+        # what the new model makes of the open scan first, then of every scan still to do (the table's
+        # uncertainty and the next-scan suggestion need them)
+        todo = [s.id for s in self.project.scans if s.status in ("unmarked", "marked") and s.id != self.current]
+        self._predict(([self.current] if self.current is not None else []) + todo)
 
     def _on_train_finished(self) -> None:
         self._train_worker = None
@@ -506,6 +539,7 @@ class ProjectPanel(QGroupBox):
 
         self.save_marks()
         self._stop_requested = True
+        self._pending.clear()
         if self._run is not None:
             self._run.resume()
             self._run.cancel()
