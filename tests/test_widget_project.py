@@ -121,6 +121,15 @@ def test_project_loop(widget, study, qtbot, tmp_path) -> None:
     w.write_marks(np.nonzero(keep), ann.labels[keep])
     qtbot.waitUntil(lambda: Project.open(folder).scan("case2").status == "marked", timeout=10_000)
 
+    # the per-scan loop on this scan fine-tunes the project's model (warm start), within its own budget
+    w.train_overrides = dict(first_preview_seconds=0.5, preview_every_seconds=1.0, max_steps=3, threads=1)
+    w.training.budget.setValue(2)
+    w.training.pseudo_method.setCurrentText("random-walker")
+    qtbot.mouseClick(w.training.start_btn, Qt.LeftButton)
+    qtbot.waitUntil(lambda: not w.training.runner.running, timeout=120_000)
+    assert w.training.trainer is not None and w.training.trainer.pretrained, w.training._last_error
+    assert w.training.eta.text().startswith("done"), w.training.eta.text()
+
     # train again: the new scan joins, the earlier ones are replayed, the version moves
     _train(qtbot, panel)
     assert panel.model_label.text() == "model version 2"

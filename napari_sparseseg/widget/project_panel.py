@@ -378,6 +378,20 @@ class ProjectPanel(QGroupBox):
         host.set_status(f"{scan_id}: pre-segmented by model version {version}. Repaint wrong voxels on "
                         "'prediction' and press Accept corrections, or add marks; they are saved into the project.")
 
+    def warm_start_for(self, image_layer: Any, ann: Any, with_prior: bool = True) -> str | None:
+        """The checkpoint a per-scan training of ``image_layer`` should start from, or None.
+
+        A scan of the project fine-tunes the project's current model (the *Train and correct* box then
+        adapts it to this scan within its budget); any other image, or marks whose classes differ from
+        the model's, or a run without pseudo-labels (the model's input includes them), starts from scratch.
+        """
+        if not with_prior or self.project is None or image_layer is None or image_layer is not self.scan_layer:
+            return None
+        cur = self.project.current_model
+        if cur is None or list(ann.classes) != list(self.project.labels.classes):
+            return None
+        return str(self.project.resolve(cur.path))
+
     # ------------------------------------------------------------------------------ marks
     def _watch_marks(self) -> None:
         layer = self.host.ann_layer

@@ -177,6 +177,7 @@ class TrainingPanel(QGroupBox):
         else:
             self.refiner.cancel()  # fresh pseudo-labels replace whatever a walk in flight would give
             config = self._config()
+            init = self.host.project.warm_start_for(self.host.image_layer, ann, method != "none")  # project scan: its model
 
             def job(report, should_stop):
                 pseudo = None
@@ -186,7 +187,7 @@ class TrainingPanel(QGroupBox):
                     pseudo = run_in_process(make_pseudo_labels, vol, ann, method, should_stop=should_stop)
                     holder.append((pseudo, ann))
                 report("building the network...")
-                return Trainer(vol, ann, config, pseudo=pseudo)
+                return Trainer(vol, ann, config, pseudo=pseudo, init=init)
 
         self._paused = False
         self.runner.start(job)
