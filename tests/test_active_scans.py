@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 
 from napari_sparseseg.active import SCAN_STRATEGIES, get_scan_strategy, rank_scans
-from napari_sparseseg.active.scans import image_features, scan_context, similarity_to, uncertainty_summary
+from napari_sparseseg.active.scans import (
+    image_features,
+    scan_context,
+    similarity_to,
+    uncertainty_summary,
+)
 from napari_sparseseg.io import Volume, write_volume_nifti
 from napari_sparseseg.project import Project
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +9,12 @@ import pytest
 
 from napari_sparseseg.annotations import save_annotation, simulate_slices
 from napari_sparseseg.cli import main
-from napari_sparseseg.io import read_labels, read_volume, write_labels_nifti, write_volume_nifti
+from napari_sparseseg.io import (
+    read_labels,
+    read_volume,
+    write_labels_nifti,
+    write_volume_nifti,
+)
 from napari_sparseseg.project import Project
 
 TINY = ["--budget-seconds", "3", "--max-steps", "4", "--device", "cpu", "--threads", "1", "--quiet"]

@@ -18,7 +18,13 @@ napari = pytest.importorskip("napari")
 from qtpy.QtCore import Qt  # noqa: E402
 
 from napari_sparseseg.annotations import simulate_slices  # noqa: E402
-from napari_sparseseg.io import Volume, read_labels, read_volume, write_labels_nifti, write_volume_nifti  # noqa: E402
+from napari_sparseseg.io import (  # noqa: E402
+    Volume,
+    read_labels,
+    read_volume,
+    write_labels_nifti,
+    write_volume_nifti,
+)
 from napari_sparseseg.project import Project  # noqa: E402
 from napari_sparseseg.widget.main import SparseSegWidget  # noqa: E402
 
