@@ -133,8 +133,8 @@ def test_project_loop(widget, study, qtbot, tmp_path) -> None:
     w.training.pseudo_method.setCurrentText("random-walker")
     qtbot.mouseClick(w.training.start_btn, Qt.LeftButton)
     qtbot.waitUntil(lambda: not w.training.runner.running, timeout=120_000)
+    qtbot.waitUntil(lambda: w.training.eta.text().startswith("done"), timeout=10_000)  # the last events drain
     assert w.training.trainer is not None and w.training.trainer.pretrained, w.training._last_error
-    assert w.training.eta.text().startswith("done"), w.training.eta.text()
 
     # train again: the new scan joins, the earlier ones are replayed, the version moves
     _train(qtbot, panel)

@@ -106,8 +106,8 @@ class ProjectPredictor:
     def __init__(self, project: Project, device: str = "auto") -> None:
         self.project = project
         self.device = device
-        self._model: "CohortModel | None" = None
-        self._version: int | None = None
+        # (model, version) swapped as one object, so a worker never pairs a model with another's version
+        self._loaded: tuple["CohortModel", int] | None = None
 
     def model(self) -> "CohortModel | None":
         from ..cohort import CohortModel
@@ -116,14 +116,13 @@ class ProjectPredictor:
         cur = self.project.current_model
         if cur is None:
             return None
-        if self._model is None or self._version != cur.version:
-            self._model = CohortModel.load(self.project.resolve(cur.path), device=self.device)
-            self._version = cur.version
-        return self._model
+        if self._loaded is None or self._loaded[1] != cur.version:
+            self._loaded = (CohortModel.load(self.project.resolve(cur.path), device=self.device), cur.version)
+        return self._loaded[0]
 
     @property
     def version(self) -> int | None:
-        return self._version
+        return None if self._loaded is None else self._loaded[1]
 
     def predict(self, key: str, use_marks: bool = True, save: bool = True
                 ) -> tuple[np.ndarray, np.ndarray] | None:
@@ -132,15 +131,30 @@ class ProjectPredictor:
         With ``use_marks`` the scan's own marks (if any) give the model its prior, as in training, and
         stay in the output.  ``save`` records the prediction in the project.
         """
-        model = self.model()
-        if model is None:
+        out = self.predict_versioned(key, use_marks=use_marks)
+        if out is None:
             return None
+        labels, unc, version = out
+        if save:
+            self.project.set_prediction(key, labels, unc, model_version=version)
+        return labels, unc
+
+    def predict_versioned(self, key: str, use_marks: bool = True, refresh: bool = True
+                          ) -> tuple[np.ndarray, np.ndarray, int] | None:
+        """``(labels, uncertainty, model version)``; writes nothing.
+
+        ``refresh=False`` uses the model loaded last: a worker thread must not re-read the project while
+        the GUI thread writes it (the GUI thread calls :meth:`model` when the version moves).
+        """
+        if refresh:
+            self.model()
+        loaded = self._loaded
+        if loaded is None:
+            return None
+        model, version = loaded
         image = self.project.load_image(key)
         ann = self.project.load_marks(key, like=image) if use_marks else None
         if ann is not None and (not bool(ann.marked.any()) or tuple(ann.classes) != tuple(model.classes)):
             ann = None  # partial marks cannot feed the prior; the image alone still predicts
         labels, unc = model.predict(image, ann)
-        if save:
-            self.project.set_prediction(key, labels, unc, like=image, model_version=self._version)
-        return labels, unc
-
+        return labels, unc, version

@@ -330,14 +330,15 @@ class ProjectPanel(QGroupBox):
         from napari.qt.threading import create_worker
 
         predictor, pending = self.predictor, self._pending
+        predictor.model()  # load (or refresh) the model here: the worker only reads scans and computes
 
         def work():
             while pending:
                 sid = pending.pop(0)
-                out = predictor.predict(sid, save=False)
+                out = predictor.predict_versioned(sid, refresh=False)
                 if out is None:
                     return
-                yield sid, out[0], out[1], predictor.version
+                yield (sid, *out)
 
         worker = create_worker(work)
         worker.yielded.connect(self._on_predicted)
@@ -508,6 +509,7 @@ class ProjectPanel(QGroupBox):
 
     def _on_trained(self, run: Any) -> None:
         rec = run.finish()  # on the GUI thread: every project write happens here
+        self.predictor.model()  # a running prediction queue continues with the new version
         self.progress.setValue(1000)
         outcome = run.last.kind if run.last is not None else "?"
         self.train_status.setText(f"model version {rec.version} ({outcome}, {run.trainer.step} steps)")
