@@ -95,10 +95,14 @@ def test_train_then_segment_with_and_without_marks(tmp_path, three_cases, capsys
     assert u.shape == pred.shape and 0.0 <= u.min() <= u.max() <= 1.0
     # with its own marks: the per-scan fine-tune, warm-started from the cohort model
     own = _marks_folder(tmp_path, images, labels, which=(2,)) / images[2].name
-    out2 = tmp_path / "pred2.nii.gz"
+    out2, tuned = tmp_path / "pred2.nii.gz", tmp_path / "tuned.safetensors"
     assert main(["segment", str(images[2]), "-a", str(own), "--init", str(model), "-o", str(out2), "--budget-seconds",
-                 "2", "--max-steps", "2", "--device", "cpu", "--threads", "1", "--quiet"]) == 0
-    assert read_labels(out2).shape == pred.shape
+                 "2", "--max-steps", "2", "--device", "cpu", "--threads", "1", "--quiet", "--save-model", str(tuned)]) == 0
+    pred2 = np.asarray(read_labels(out2).array)
+    assert pred2.shape == pred.shape
+    marks_own = np.asarray(read_labels(own).array)
+    np.testing.assert_array_equal(pred2[marks_own == 1], 1)  # the marks stay in the output
+    assert load_checkpoint(tuned)[1]["steps"] == 2 and "cohort" in load_checkpoint(tuned)[1]  # the cohort fine-tune
     # no marks and no model: a one-line error
     capsys.readouterr()
     assert main(["segment", str(images[2]), "-o", str(tmp_path / "x.nii.gz")]) == 2

@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
 
     _check_outputs([args.output, args.save_model, args.uncertainty], args.overwrite)
     if args.annotations is None:  # no marks on this scan: the cohort model alone
-        from ._predict import predict_without_marks
+        from ._cohort_segment import predict_without_marks
 
         return predict_without_marks(args)
     if args.method != "default":
@@ -103,6 +103,10 @@ def run(args: argparse.Namespace) -> int:
 
         state, meta = load_checkpoint(args.init)
         init = {"state_dict": state, "meta": {**meta, "_source": args.init.name}}
+        if "cohort" in meta:  # a `sparseseg train` model: its own fine-tune on this scan's marks
+            from ._cohort_segment import fine_tune_with_marks
+
+            return fine_tune_with_marks(args, image, ann, t0)
     pseudo = None
     if args.pseudo_method != "none":
         from ..pseudo import make_pseudo_labels
