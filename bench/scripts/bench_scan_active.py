@@ -59,7 +59,8 @@ def run_strategy(strategy: str, pool: list[Path], test: list[Path], data: Path, 
             ann = simulate_slices(gts[by_id[nxt.id].name], 3, background_label=3, seed=args.seed)
             proj.set_marks(nxt.id, ann, like=img)
             proj.set_status(nxt.id, "reviewed")
-            cfg = CohortConfig(budget_seconds=args.budget, device="cpu", threads=1, seed=args.seed)
+            cfg = CohortConfig(budget_seconds=args.budget, device="cpu", threads=1, seed=args.seed,
+                               patch=(args.patch, args.patch), batch=args.batch)
             run = ProjectTraining(proj, cfg)
             for _ev in run.run():
                 pass
@@ -88,6 +89,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--budget", type=float, default=15.0, help="cohort training seconds per round")
     ap.add_argument("--strategies", nargs="+", default=["uncertainty", "random"])
+    ap.add_argument("--patch", type=int, default=64, help="training crop size (hippocampus slices are ~35 x 51)")
+    ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -102,14 +105,16 @@ def main() -> int:
     meta = {"machine": f"{platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores "
                        "(shared), CPU only, 1 torch thread",
             "command": " ".join(["python", *sys.argv]), "pool": [p.name for p in pool], "test": [p.name for p in test],
-            "rounds": args.rounds, "budget_seconds": args.budget, "seed": args.seed,
+            "rounds": args.rounds, "budget_seconds": args.budget, "seed": args.seed, "patch": args.patch,
+            "batch": args.batch,
             "total_seconds": round(time.perf_counter() - t0, 1)}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     lines = ["# Scan-level active learning (hippocampus, 3 simulated slices per marked scan)", "",
              f"Machine: {meta['machine']}. Command: `{meta['command']}` ({meta['total_seconds']} s).",
              f"Pool {len(pool)} scans, held-out {len(test)} scans, cohort training {args.budget:g} s per round "
-             "(warm start from the previous version), one seed.", "",
+             f"(warm start from the previous version; {args.patch}x{args.patch} crops, batch {args.batch}), one seed.",
+             "",
              "| strategy | scans marked | picked | held-out Dice (no marks) | pool Dice | steps |", "|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['strategy']} | {r['scans_marked']} | {r['picked']} | {r['heldout_dice']:.3f} | "
