@@ -64,10 +64,11 @@ def widget(make_napari_viewer, tmp_path, monkeypatch):
 
 
 def _train(qtbot, panel) -> None:
-    qtbot.mouseClick(panel.train_btn, Qt.LeftButton)
-    assert panel.training, panel._last_error
+    box = panel.trainer
+    qtbot.mouseClick(box.train_btn, Qt.LeftButton)
+    assert panel.training, box._last_error
     qtbot.waitUntil(lambda: not panel.training, timeout=300_000)
-    assert panel._last_error == "", panel._last_error
+    assert box._last_error == "" and panel._last_error == "", box._last_error or panel._last_error
 
 
 def test_project_loop(widget, study, qtbot, tmp_path) -> None:
@@ -90,10 +91,11 @@ def test_project_loop(widget, study, qtbot, tmp_path) -> None:
     np.testing.assert_array_equal(saved.labels != 0, simulate_slices(dense["case1"], 3, background_label=3, seed=0).labels != 0)
 
     # train the shared model in the background: progress, loss, then model version 1
-    panel.train_overrides = dict(FAST)
-    panel.budget.setValue(3)
+    box = panel.trainer
+    box.train_overrides = dict(FAST)
+    box.budget.setValue(3)
     _train(qtbot, panel)
-    assert panel.n_events > 0 and panel.last_loss is not None and np.isfinite(panel.last_loss)
+    assert box.n_events > 0 and box.last_loss is not None and np.isfinite(box.last_loss)
     assert panel.model_label.text() == "model version 1"
     assert Project.open(folder).current_model.scans == ["case0", "case1"]
 
@@ -155,16 +157,16 @@ def test_project_loop(widget, study, qtbot, tmp_path) -> None:
     panel.grab().save(str(tmp_path / "project_panel.png"))
 
     # pause and stop a long run: the weights learnt so far still become a version
-    panel.train_overrides = dict(FAST, max_steps=None)
-    panel.budget.setValue(600)
-    qtbot.mouseClick(panel.train_btn, Qt.LeftButton)
-    qtbot.waitUntil(lambda: panel.last_event is not None and panel.last_event.kind == "step"
-                    and panel.last_event.step > 0 and panel._run is not None, timeout=120_000)
-    qtbot.mouseClick(panel.pause_btn, Qt.LeftButton)
-    assert panel.pause_btn.text() == "Resume" and panel._run.trainer.paused
-    qtbot.mouseClick(panel.pause_btn, Qt.LeftButton)
-    assert panel.pause_btn.text() == "Pause" and not panel._run.trainer.paused
-    qtbot.mouseClick(panel.stop_btn, Qt.LeftButton)
+    box.train_overrides = dict(FAST, max_steps=None)
+    box.budget.setValue(600)
+    qtbot.mouseClick(box.train_btn, Qt.LeftButton)
+    qtbot.waitUntil(lambda: box.last_event is not None and box.last_event.kind == "step"
+                    and box.last_event.step > 0 and box.run is not None, timeout=120_000)
+    qtbot.mouseClick(box.pause_btn, Qt.LeftButton)
+    assert box.pause_btn.text() == "Resume" and box.run.trainer.paused
+    qtbot.mouseClick(box.pause_btn, Qt.LeftButton)
+    assert box.pause_btn.text() == "Pause" and not box.run.trainer.paused
+    qtbot.mouseClick(box.stop_btn, Qt.LeftButton)
     qtbot.waitUntil(lambda: not panel.training, timeout=60_000)
-    assert panel.last_event.kind == "cancelled" and panel.model_label.text() == "model version 3"
+    assert box.last_event.kind == "cancelled" and panel.model_label.text() == "model version 3"
     assert Project.open(folder).current_model.info["outcome"] == "cancelled"

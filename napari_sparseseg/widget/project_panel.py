@@ -19,13 +19,11 @@ from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
     QGroupBox,
     QHBoxLayout,
     QHeaderView,
     QLabel,
-    QProgressBar,
     QPushButton,
     QTableWidget,
     QTableWidgetItem,
@@ -36,6 +34,7 @@ from ..active.scans import SCAN_STRATEGIES
 from ..project import Project, ProjectError
 from .corrections import CorrectionTracker
 from .guard import guarded, notify_error, notify_info
+from .project_training import CohortTrainingBox
 
 if TYPE_CHECKING:  # pragma: no cover
     from .main import SparseSegWidget
@@ -45,7 +44,7 @@ SAVE_DELAY_MS = 1500
 
 
 class ProjectPanel(QGroupBox):
-    """See the module docstring.  ``train_overrides``: CohortConfig fields (tests shorten runs)."""
+    """See the module docstring; the training controls are :class:`CohortTrainingBox` (``self.trainer``)."""
 
     def __init__(self, host: "SparseSegWidget") -> None:
         super().__init__("Project (a study of scans)")
@@ -54,16 +53,8 @@ class ProjectPanel(QGroupBox):
         self.current: str | None = None  # id of the scan open in the viewer
         self.scan_layer: Any = None  # its image layer
         self.volume: Any = None  # its Volume as read from disk (the grid every file is written on)
-        self.train_overrides: dict[str, Any] = {}
         self.predictor: Any = None
-        self.n_events = 0
-        self.last_event: Any = None
-        self.last_loss: float | None = None
-        self._run: Any = None  # the ProjectTraining in the worker
-        self._train_worker: Any = None
         self._predict_worker: Any = None
-        self._paused = False
-        self._stop_requested = False
         self._watched: Any = None
         self._last_error = ""
         self._pending: list[str] = []  # scans waiting for a prediction (worker pops from the front)
@@ -106,21 +97,7 @@ class ProjectPanel(QGroupBox):
         self.reviewed_btn.setToolTip("The open scan's segmentation is checked: save its marks, status 'reviewed'")
         self.reviewed_btn.clicked.connect(lambda *_: self.mark_reviewed())
         self.model_label = QLabel("model version 0")
-        self.budget = QDoubleSpinBox()
-        self.budget.setRange(2, 36000)
-        self.budget.setValue(300)
-        self.budget.setSuffix(" s")
-        self.budget.setToolTip("Cohort training time (after the pseudo-labels of new scans)")
-        self.train_btn = QPushButton("Train model")
-        self.train_btn.setToolTip("Train the shared model on every marked scan (continues from the current version)")
-        self.train_btn.clicked.connect(lambda *_: self.start_training())
-        self.pause_btn = QPushButton("Pause")
-        self.pause_btn.clicked.connect(lambda *_: self.toggle_pause())
-        self.stop_btn = QPushButton("Stop")
-        self.stop_btn.clicked.connect(lambda *_: self.stop_training())
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1000)
-        self.train_status = QLabel("idle")
+        self.trainer = CohortTrainingBox(self)
 
         row0 = QHBoxLayout()
         row0.addWidget(self.open_btn)
@@ -132,29 +109,19 @@ class ProjectPanel(QGroupBox):
         row2 = QHBoxLayout()
         row2.addWidget(self.reviewed_btn)
         row2.addWidget(self.model_label, 1)
-        row3 = QHBoxLayout()
-        row3.addWidget(QLabel("budget"))
-        row3.addWidget(self.budget)
-        row3.addWidget(self.train_btn)
-        row4 = QHBoxLayout()
-        row4.addWidget(self.pause_btn)
-        row4.addWidget(self.stop_btn)
         lay = QVBoxLayout(self)
         lay.addWidget(self.path_label)
         lay.addLayout(row0)
         lay.addWidget(self.table)
         lay.addLayout(row1)
         lay.addLayout(row2)
-        lay.addLayout(row3)
-        lay.addLayout(row4)
-        lay.addWidget(self.progress)
-        lay.addWidget(self.train_status)
+        lay.addWidget(self.trainer)
         self._sync_buttons()
 
     # ------------------------------------------------------------------------------ state
     @property
     def training(self) -> bool:
-        return self._train_worker is not None
+        return self.trainer.running
 
     @property
     def predicting(self) -> bool:
@@ -165,10 +132,7 @@ class ProjectPanel(QGroupBox):
         self.open_scan_btn.setEnabled(has and self.table.rowCount() > 0)
         self.next_btn.setEnabled(has and self.table.rowCount() > 0)
         self.reviewed_btn.setEnabled(has and self.current is not None)
-        self.train_btn.setEnabled(has and not self.training)
-        self.pause_btn.setEnabled(self.training and self._run is not None)
-        self.pause_btn.setText("Resume" if self._paused else "Pause")
-        self.stop_btn.setEnabled(self.training)
+        self.trainer._sync_buttons()
 
     def _row_id(self, row: int) -> str:
         item = self.table.item(row, 0)
@@ -349,8 +313,17 @@ class ProjectPanel(QGroupBox):
 
     def _failed(self, message: str) -> None:
         self._last_error = message
-        self.train_status.setText(message[:120])
         notify_error(message)
+
+    def on_model_trained(self) -> None:
+        """A new model version exists: show it, and predict the open scan, then every scan still to do.
+
+        Every scan, because the table's uncertainty and the next-scan suggestion need them.
+        """
+        self.predictor.model()  # a running prediction queue continues with the new version
+        self.refresh()
+        todo = [s.id for s in self.project.scans if s.status in ("unmarked", "marked") and s.id != self.current]
+        self._predict(([self.current] if self.current is not None else []) + todo)
 
     def _on_predict_finished(self) -> None:
         self._predict_worker = None
@@ -439,126 +412,15 @@ class ProjectPanel(QGroupBox):
         self.refresh()
         self.host.set_status(f"{self.current} reviewed; 'Next scan' suggests the next one.")
 
-    # ------------------------------------------------------------------------------ training
-    def _config(self) -> Any:
-        from ..cohort import CohortConfig
-
-        return CohortConfig(budget_seconds=float(self.budget.value()), **self.train_overrides)
-
-    @guarded
-    def start_training(self) -> None:
-        """Train the shared model on every marked scan, in a worker thread; ends in a new model version."""
-        from napari.qt.threading import create_worker
-
-        from ..project.learning import ProjectTraining
-
-        if self.project is None:
-            raise ProjectError("open a project first")
-        if self.training:
-            raise ProjectError("the model is already training")
-        self.save_marks()
-        proj, config = self.project, self._config()
-        if not proj.marked_scans():
-            raise ProjectError("no scan has marks yet: mark at least one scan first")
-        self._stop_requested = False
-        self._paused = False
-        self.n_events = 0
-
-        def work():
-            run = ProjectTraining(proj, config)
-            self._run = run
-            if self._stop_requested:
-                run.cancel()
-            yield ("ready", run)
-            for ev in run.run():
-                yield ("event", ev)
-            return run
-
-        worker = create_worker(work)
-        worker.yielded.connect(self._on_train_yield)
-        worker.returned.connect(self._on_trained)
-        worker.errored.connect(lambda exc: self._failed(f"training failed: {exc}"))
-        worker.finished.connect(self._on_train_finished)
-        self._train_worker = worker
-        self.progress.setValue(0)
-        self.train_status.setText("pseudo-labels of the marked scans...")
-        worker.start()
-        self._sync_buttons()
-
-    def _on_train_yield(self, item: tuple[str, Any]) -> None:
-        kind, value = item
-        if kind == "ready":
-            if value.skipped:
-                notify_info("left out of training: " + "; ".join(value.skipped))
-            self._sync_buttons()
-            return
-        ev = value
-        self.n_events += 1
-        self.last_event = ev
-        if ev.kind == "pseudo":
-            self.train_status.setText(f"pseudo-labels {ev.step}/{ev.total_steps or '?'} {ev.scan}")
-            return
-        if ev.losses:
-            self.last_loss = float(ev.losses.get("total", next(iter(ev.losses.values()))))
-        budget = float(self.budget.value())
-        self.progress.setValue(int(1000 * min(1.0, ev.elapsed / max(budget, 1e-6))))
-        if not self._paused:
-            eta = f"  ETA {ev.eta:.0f} s" if ev.eta is not None else ""
-            loss = f"  loss {self.last_loss:.3f}" if self.last_loss is not None else ""
-            self.train_status.setText(f"step {ev.step}{loss}{eta}")
-
-    def _on_trained(self, run: Any) -> None:
-        rec = run.finish()  # on the GUI thread: every project write happens here
-        self.predictor.model()  # a running prediction queue continues with the new version
-        self.progress.setValue(1000)
-        outcome = run.last.kind if run.last is not None else "?"
-        self.train_status.setText(f"model version {rec.version} ({outcome}, {run.trainer.step} steps)")
-        self.refresh()
-        # what the new model makes of the open scan first, then of every scan still to do (the table's
-        # uncertainty and the next-scan suggestion need them)
-        todo = [s.id for s in self.project.scans if s.status in ("unmarked", "marked") and s.id != self.current]
-        self._predict(([self.current] if self.current is not None else []) + todo)
-
-    def _on_train_finished(self) -> None:
-        self._train_worker = None
-        self._run = None
-        self._paused = False
-        self._sync_buttons()
-
-    @guarded
-    def toggle_pause(self) -> None:
-        if self._run is None:
-            return
-        if self._paused:
-            self._run.resume()
-            self._paused = False
-        else:
-            self._run.pause()
-            self._paused = True
-            self.train_status.setText("paused")
-        self._sync_buttons()
-
-    @guarded
-    def stop_training(self) -> None:
-        """Stop soon; the weights learnt so far still become a model version."""
-        self._stop_requested = True
-        if self._run is not None:
-            self._run.resume()
-            self._run.cancel()
-        self.train_status.setText("stopping...")
-
     def shutdown(self, timeout_s: float = 15.0) -> None:
-        """The widget closes: save the marks, stop training (its weights are not saved), wait briefly."""
+        """The widget closes: save the marks, stop training and predicting, wait briefly for the threads."""
         import time
 
         from qtpy.QtWidgets import QApplication
 
         self.save_marks()
-        self._stop_requested = True
         self._pending.clear()
-        if self._run is not None:
-            self._run.resume()
-            self._run.cancel()
+        self.trainer.stop()
         end = time.monotonic() + timeout_s
         while (self.training or self.predicting) and time.monotonic() < end:
             QApplication.processEvents()
