@@ -14,7 +14,7 @@ Both are means over the two hippocampus classes and the cases.  One run per stra
 same seed; the difference between strategies has no confidence interval here (small pool, 1 seed).
 
     PYTHONPATH=. OMP_NUM_THREADS=1 python bench/scripts/bench_scan_active.py \\
-        --data ../shared/data/hippocampus --out bench/results/scan_active
+        --data "$SPARSESEG_DATA/hippocampus" --out bench/results/scan_active
 """
 
 from __future__ import annotations
@@ -104,7 +104,8 @@ def main() -> int:
         rows += run_strategy(st, pool, test, args.data, args)
     meta = {"machine": f"{platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores "
                        "(shared), CPU only, 1 torch thread",
-            "command": " ".join(["python", *sys.argv]), "pool": [p.name for p in pool], "test": [p.name for p in test],
+            # the data folder is machine-specific: recorded as the variable the tests use
+            "command": " ".join(["python", *sys.argv]).replace(str(args.data), "$SPARSESEG_DATA/hippocampus"), "pool": [p.name for p in pool], "test": [p.name for p in test],
             "rounds": args.rounds, "budget_seconds": args.budget, "seed": args.seed, "patch": args.patch,
             "batch": args.batch,
             "total_seconds": round(time.perf_counter() - t0, 1)}

@@ -105,6 +105,11 @@ def run(args: argparse.Namespace) -> int:
         scans.append(CohortScan(image, ann, name=image.name or img_path.name))
     workdir = args.workdir or default_workdir(args.output)
     workdir.mkdir(parents=True, exist_ok=True)
+    if args.resume:
+        from ..cohort.resume import RESUME_NAME
+
+        if not (workdir / RESUME_NAME).is_file():
+            _say(args, f"--resume: no checkpoint in {workdir}; starting from the beginning", force=True)
     cfg = CohortConfig(budget_seconds=args.budget_seconds, max_steps=args.max_steps, device=args.device,
                        seed=args.seed, threads=args.threads)
     if args.pseudo_method:
