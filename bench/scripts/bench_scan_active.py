@@ -55,6 +55,7 @@ def run_strategy(strategy: str, pool: list[Path], test: list[Path], data: Path, 
             t0 = time.perf_counter()
             # random: one fixed random order of the pool (the seed), as a user shuffling the study would
             nxt = proj.next_scan("random", seed=args.seed) if strategy == "random" else proj.next_scan(strategy)
+            picked_u = nxt.foreground_uncertainty  # now: the record is updated by the predictions below
             img = proj.load_image(nxt.id)
             ann = simulate_slices(gts[by_id[nxt.id].name], 3, background_label=3, seed=args.seed)
             proj.set_marks(nxt.id, ann, like=img)
@@ -73,7 +74,7 @@ def run_strategy(strategy: str, pool: list[Path], test: list[Path], data: Path, 
             model = CohortModel.load(proj.current_model_path(), device="cpu")
             test_d = [_dice(model.predict(read_volume(p))[0], gts[p.name]) for p in test]
             rows.append({"strategy": strategy, "round": r, "scans_marked": r, "picked": nxt.id,
-                         "picked_uncertainty": nxt.foreground_uncertainty, "model_version": rec.version,
+                         "picked_uncertainty": picked_u, "model_version": rec.version,
                          "steps": rec.info.get("steps"), "heldout_dice": float(np.mean(test_d)),
                          "pool_dice": float(np.mean(pool_d)), "seconds": round(time.perf_counter() - t0, 1)})
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
@@ -116,9 +117,13 @@ def main() -> int:
              f"Pool {len(pool)} scans, held-out {len(test)} scans, cohort training {args.budget:g} s per round "
              f"(warm start from the previous version; {args.patch}x{args.patch} crops, batch {args.batch}), one seed.",
              "",
-             "| strategy | scans marked | picked | held-out Dice (no marks) | pool Dice | steps |", "|---|---|---|---|---|---|"]
+             "picked uncertainty: the picked scan's uncertainty under the previous model when it was picked "
+             "(- = no model yet).", "",
+             "| strategy | scans marked | picked | picked uncertainty | held-out Dice (no marks) | pool Dice | steps |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['strategy']} | {r['scans_marked']} | {r['picked']} | {r['heldout_dice']:.3f} | "
+        pu = "-" if r["picked_uncertainty"] is None else f"{r['picked_uncertainty']:.3f}"
+        lines.append(f"| {r['strategy']} | {r['scans_marked']} | {r['picked']} | {pu} | {r['heldout_dice']:.3f} | "
                      f"{r['pool_dice']:.3f} | {r['steps']} |")
     (args.out / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
