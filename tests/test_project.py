@@ -180,3 +180,26 @@ def test_real_scan_marks_round_trip(tmp_path, sample_dir) -> None:
     proj.set_marks(rec, ann, like=img)
     back = Project.open(tmp_path / "study").load_marks(rec.id, like=read_volume(image_path))
     np.testing.assert_array_equal(back.labels, ann.labels)
+
+
+def test_zarr_scans_and_a_moved_project_folder(tmp_path) -> None:
+    """Scans inside the folder are stored relative to it, so the study folder can move with them."""
+    import shutil
+
+    from napari_sparseseg.io import write_zarr
+
+    root = tmp_path / "a" / "study"
+    (root / "scans").mkdir(parents=True)
+    _scan(root / "scans" / "n.nii.gz", 0)
+    arr = np.random.default_rng(1).normal(size=(6, 8, 8)).astype(np.float32)
+    write_zarr(root / "scans" / "z.zarr", arr, Volume(arr, np.eye(4)))
+    proj = Project.create(root)
+    recs = proj.add_scans([root / "scans" / "n.nii.gz", root / "scans" / "z.zarr"])
+    assert [r.id for r in recs] == ["n", "z"] and [r.path for r in recs] == ["scans/n.nii.gz", "scans/z.zarr"]
+    with pytest.raises(ProjectError, match="not a NIfTI"):
+        (root / "notes.txt").write_text("hi")
+        proj.add_scans([root / "notes.txt"])
+    shutil.move(str(tmp_path / "a"), str(tmp_path / "b"))
+    moved = Project.open(tmp_path / "b" / "study")
+    assert moved.load_image("z").shape == (6, 8, 8)
+    assert moved.image_path("n") == tmp_path / "b" / "study" / "scans" / "n.nii.gz"
