@@ -81,6 +81,7 @@ class ProjectPanel(QGroupBox):
         for c in range(1, len(COLUMNS)):
             header.setSectionResizeMode(c, QHeaderView.ResizeToContents)
         self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.table.setTextElideMode(Qt.ElideMiddle)  # scan ids differ at the end: "hipp...m_007"
         self.table.setMaximumHeight(160)
         self.table.setToolTip("uncertainty: the current model's mean uncertainty near the predicted structures "
                               "(0 = sure, 1 = guessing); model: the model version that made the prediction")
