@@ -178,3 +178,11 @@ def test_project_train_predict_next(tmp_path, three_cases, capsys) -> None:
     assert Project.open(d).model_version == 2
     assert main(["project", "predict", str(d), "--quiet"]) == 0
     assert all(s.prediction_model_version == 2 for s in Project.open(d).scans)
+    # export: reviewed scans only, then their status says so
+    out = tmp_path / "export"
+    assert main(["project", "export", str(d), str(out)]) == 2  # nothing reviewed yet
+    Project.open(d).set_status("case1", "reviewed")
+    assert main(["project", "export", str(d), str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["case1.nii.gz"]
+    assert read_labels(out / "case1.nii.gz", like=read_volume(images[1])).shape == read_volume(images[1]).shape
+    assert Project.open(d).scan("case1").status == "exported"

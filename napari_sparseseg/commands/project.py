@@ -54,6 +54,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--quiet", action="store_true")
     q.set_defaults(func=_train)
 
+    q = sub.add_parser("export", help="copy the latest predictions of reviewed scans to a folder (status: exported)")
+    q.add_argument("folder", type=Path)
+    q.add_argument("output", type=Path, help="folder for <scan>.nii.gz label maps (created if missing)")
+    q.add_argument("--all", action="store_true", help="every scan with a prediction, not only the reviewed ones")
+    q.add_argument("--overwrite", action="store_true")
+    q.set_defaults(func=_export)
+
     q = sub.add_parser("predict", help="predict scans with the current model (writes predictions + uncertainty)")
     q.add_argument("folder", type=Path)
     q.add_argument("scans", nargs="*", help="scan ids (default: every scan without a prediction by the current model)")
@@ -173,4 +180,30 @@ def _predict(args: argparse.Namespace) -> int:
                    f"({time.perf_counter() - t:.1f} s)")
     if not ids:
         _say(args, f"every scan already has a prediction by model version {version} (--all to redo)")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    """Reviewed scans' predictions as plain label maps on each scan's grid; why a copy: the project's
+    files may be replaced by the next prediction, an export is what leaves the study."""
+    import shutil
+
+    from ..errors import SparsesegError
+    from ..io.atomic import atomic_path
+    from ..project import Project
+
+    proj = Project.open(args.folder)
+    todo = [s for s in proj.scans if s.prediction is not None and (args.all or s.status in ("reviewed", "exported"))]
+    if not todo:
+        raise SparsesegError("nothing to export: no reviewed scan has a prediction (--all exports every prediction)")
+    args.output.mkdir(parents=True, exist_ok=True)
+    for s in todo:
+        dest = args.output / f"{s.id}.nii.gz"
+        if dest.exists() and not args.overwrite:
+            raise SparsesegError(f"{dest} exists; pass --overwrite to replace it")
+        with atomic_path(dest) as tmp:
+            shutil.copyfile(proj.resolve(s.prediction), tmp)
+        if s.status == "reviewed":
+            proj.set_status(s.id, "exported")
+    print(f"exported {len(todo)} scans to {args.output}")
     return 0
