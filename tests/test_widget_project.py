@@ -170,3 +170,21 @@ def test_project_loop(widget, study, qtbot, tmp_path) -> None:
     qtbot.waitUntil(lambda: not panel.training, timeout=60_000)
     assert box.last_event.kind == "cancelled" and panel.model_label.text() == "model version 3"
     assert Project.open(folder).current_model.info["outcome"] == "cancelled"
+
+
+def test_new_project_and_a_corrupt_one(widget, study, tmp_path) -> None:
+    """'New project' from files; a corrupt project.json is a one-line notification, the panel stays usable."""
+    _viewer, w = widget
+    folder, _dense = study
+    panel = w.project
+    scans = sorted(str(p) for p in (folder.parent / "scans").glob("case?.nii.gz"))
+    proj = panel.new_project(tmp_path / "fresh", scans)
+    assert proj is not None and panel.table.rowCount() == 3 and panel.trainer.train_btn.isEnabled()
+    assert [panel.table.item(r, 1).text() for r in range(3)] == ["unmarked"] * 3
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "project.json").write_text("{ not json")
+    assert panel.open_project(tmp_path / "bad") is None
+    assert "corrupt project file" in panel._last_error and "\n" not in panel._last_error
+    assert panel.project is proj  # the open project is kept
+    panel.open_scan("case1")
+    assert panel.current == "case1" and w.image_layer is panel.scan_layer
