@@ -21,7 +21,8 @@ from typing import Sequence
 from .errors import SparsesegError
 
 #: sub-command modules, in the order ``sparseseg --help`` lists them
-COMMANDS: tuple[str, ...] = ("info", "simulate", "evaluate", "segment", "pretrain", "bench", "pseudo", "serve")
+COMMANDS: tuple[str, ...] = ("info", "simulate", "evaluate", "segment", "train", "project", "pretrain", "bench", "pseudo",
+                            "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:

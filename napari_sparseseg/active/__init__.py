@@ -1,8 +1,9 @@
-"""Active learning: which slice should the user correct next?  Small pluggable strategies."""
+"""Active learning: which slice should the user correct next, and which scan to open next (:mod:`.scans`)."""
 
 from __future__ import annotations
 
 from .base import FULLY_LABELLED, ReviewContext, SliceStrategy, next_slice, rank_slices
+from .scans import SCAN_STRATEGIES, get_scan_strategy, rank_scans, suggest_scan
 from .strategies import (
     STRATEGIES,
     DisagreementStrategy,
@@ -19,6 +20,10 @@ def get_strategy(name: str, **kwargs) -> SliceStrategy:
 
 
 __all__ = [
+    "SCAN_STRATEGIES",
+    "get_scan_strategy",
+    "rank_scans",
+    "suggest_scan",
     "FULLY_LABELLED",
     "STRATEGIES",
     "DisagreementStrategy",

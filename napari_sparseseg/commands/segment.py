@@ -22,7 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "trained on the marks and the confident pseudo-labels, prediction written on the image grid.",
     )
     p.add_argument("image", type=Path, help="image (NIfTI, zarr or DICOM series folder)")
-    p.add_argument("--annotations", "-a", required=True, type=Path, help="annotation map (0 = unmarked)")
+    p.add_argument("--annotations", "-a", default=None, type=Path,
+                   help="annotation map (0 = unmarked); without it, --init MODEL (a `sparseseg train` model) "
+                   "predicts the scan from the image alone")
     p.add_argument("--background-label", type=int, default=None,
                    help="value of background marks (default: from the annotation's sidecar; ACDC scribbles: 4)")
     p.add_argument("-o", "--output", required=True, type=Path, help="label map to write (.nii.gz or .zarr)")
@@ -86,6 +88,10 @@ def _run(args: argparse.Namespace, outs) -> int:
     from ..io import read_volume
     from ..training import TrainConfig, Trainer
 
+    if args.annotations is None:  # no marks on this scan: the cohort model alone
+        from ._cohort_segment import predict_without_marks
+
+        return predict_without_marks(args, outs)
     if args.method != "default":
         from ..errors import SparsesegError
         from ..methods import load_all
@@ -108,13 +114,20 @@ def _run(args: argparse.Namespace, outs) -> int:
     if args.server:  # the same job on a remote engine; the outputs are written here
         from ..server.client import run_segment
 
-        return run_segment(args, image, ann, _write, lambda msg: _say(args, msg))
+        rc = run_segment(args, image, ann, lambda path, array, like: _write(outs.stage(path), array, like),
+                         lambda msg: _say(args, msg), stage=outs.stage)
+        outs.commit()
+        return rc
     init = None
     if args.init is not None:  # fail before the slow steps if the checkpoint is unusable
         from ..training import load_checkpoint
 
         state, meta = load_checkpoint(args.init)
         init = {"state_dict": state, "meta": {**meta, "_source": args.init.name}}
+        if "cohort" in meta:  # a `sparseseg train` model: its own fine-tune on this scan's marks
+            from ._cohort_segment import fine_tune_with_marks
+
+            return fine_tune_with_marks(args, image, ann, t0, outs)
     pseudo = None
     if args.pseudo_method != "none":
         from ..pseudo import make_pseudo_labels

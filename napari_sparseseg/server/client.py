@@ -256,8 +256,11 @@ class RemoteSession:
 
 # ---------------------------------------------------------------------------------- the CLI
 def run_segment(args: Any, image: Volume, ann: SparseAnnotation, write: Callable[[Path, np.ndarray, Volume], None],
-                say: Callable[[str], None]) -> int:
-    """``sparseseg segment --server URL``: the same job on the server, the same outputs written here."""
+                say: Callable[[str], None], stage: Callable[[Path], Path] = lambda p: p) -> int:
+    """``sparseseg segment --server URL``: the same job on the server, the same outputs written here.
+
+    ``write(path, array, like)`` writes a map and ``stage(path)`` names the file a downloaded model goes
+    to (the command's staged temporaries, committed together after this returns)."""
     if args.method != "default":
         raise ServerError("--server runs the default method only (drop --method)")
     t0 = time.perf_counter()
@@ -284,7 +287,7 @@ def run_segment(args: Any, image: Volume, ann: SparseAnnotation, write: Callable
                 raise ServerError(f"training on the server ended: {final.state} {final.message}".strip())
             labels, unc = sess.result()
             if args.save_model is not None:
-                sess.download_model(args.save_model)
+                sess.download_model(stage(args.save_model))
             write(args.output, labels, image)
             if args.uncertainty is not None and unc is not None:
                 write(args.uncertainty, unc, image)

@@ -23,6 +23,7 @@ from . import layers as L
 from ._llvm import isolate_triton
 from .class_table import ClassTableWidget
 from .guard import guarded
+from .project_panel import ProjectPanel
 from .sam_panel import SamPanel
 from .session_panel import SessionPanel
 from .training_panel import TrainingPanel
@@ -64,6 +65,7 @@ class SparseSegWidget(QWidget):
         self.sam = SamPanel(self)
         self.training = TrainingPanel(self)
         self.files = SessionPanel(self)
+        self.project = ProjectPanel(self)
 
         top = QHBoxLayout()
         top.addWidget(self.image_combo, 1)
@@ -71,6 +73,7 @@ class SparseSegWidget(QWidget):
         inner = QWidget()
         lay = QVBoxLayout(inner)
         lay.addLayout(top)
+        lay.addWidget(self.project)
         lay.addWidget(self.files.banner)
         hint = QLabel("Classes: select a row to paint it; 'bg' marks the background row.")
         hint.setWordWrap(True)
@@ -291,6 +294,7 @@ class SparseSegWidget(QWidget):
     def close_session(self) -> None:
         """Stop the worker, flush the autosave and record a clean exit (called when the widget closes)."""
         try:
+            self.project.shutdown()
             self.training.reset()
             self.files.flush_autosave(clean_exit=True)
         finally:  # a failing autosave must not leave the background jobs running

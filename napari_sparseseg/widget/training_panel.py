@@ -214,6 +214,8 @@ class TrainingPanel(QGroupBox):
             notify_info(f"classes changed to {list(ann.classes)}: starting a new model")
         self.loop.config = self._config()
         self.loop.pseudo_method = self.pseudo_method.currentText()
+        # a scan of a project starts from the project's model (the interactive fine-tune of a pre-segmented scan)
+        self.loop.init = self.host.project.warm_start_for(self.host.image_layer, ann, self.loop.pseudo_method != "none")
         self.loop.remote = self._remote_factory()  # "Compute on: server": the same events from a server session
         # fresh pseudo-labels replace whatever a walk in flight would give; a continue refines the new
         # marks itself (without a walk: at once; with one: in the run, the queue held until it lands)
