@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("bench/results"), help="output folder (default bench/results)")
     p.add_argument("--md", type=Path, default=None,
                    help="markdown report to write (default OUT/RESULTS.md; the committed one: bench/RESULTS.md)")
-    p.add_argument("--data", type=Path, default=None, help="shared data folder (default: ../shared/data or $SPARSESEG_DATA)")
+    p.add_argument("--data", type=Path, default=None, help="data folder in the MSD layout (default: $SPARSESEG_DATA; --quick falls back to the bundled samples)")
     p.add_argument("--quick", action="store_true", help="2 hippocampus cases + 1 ACDC volume, short budgets (< 3 min)")
     p.add_argument("--preset", choices=("quick", "full", "ablation"), default=None,
                    help="quick (= --quick); full (every setting of issue 8, the default); ablation (issue 6: "
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from ..benchmarking import METHODS, get_method
-    from ..benchmarking.cases import DATASETS, check_setting, find_data_root
+    from ..benchmarking.cases import DATASETS, check_setting, find_data_root, has_case
     from ..benchmarking.suite import PRESETS, ablation_specs, command_line, full_specs, run_bench, write_report
 
     from ..benchmarking.methods import sync_segment_methods
@@ -99,10 +99,17 @@ def run(args: argparse.Namespace) -> int:
         path = write_report(args.out, md_path=args.md, label=args.label)
         print(f"wrote {path}")
         return 0
-    root = find_data_root(args.data)
+    if args.settings:  # a typo fails before any data is looked for
+        for d in args.datasets or [d for d in DATASETS if d != "acdc"]:
+            if d in DATASETS and d != "acdc":
+                for s in args.settings:
+                    check_setting(d, s)
     preset = "quick" if args.quick else (args.preset or "full")
+    root = find_data_root(args.data, sample_fallback=preset == "quick")
+    if preset == "quick" and not has_case(root, "acdc", "patient041_frame01"):
+        print(f"bench --quick: no ACDC under {root}; running on the bundled sample cases", file=sys.stderr)
     suite, active = (full_specs(args.cases, root) if preset == "full" else
-                     ablation_specs(root) if preset == "ablation" else PRESETS[preset]())
+                     ablation_specs(root) if preset == "ablation" else PRESETS[preset](root))
     if args.datasets:
         unknown = [d for d in args.datasets if d not in DATASETS]
         if unknown:
