@@ -51,4 +51,4 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def sample_dir() -> Path:
     """The bundled samples (one hippocampus, one brain-tumour case, MSD layout): always present."""
-    return REPO / "sample_data"
+    return REPO / "napari_sparseseg" / "sample_data"
