@@ -16,3 +16,7 @@ class AnnotationError(SparsesegError):
 
 class CheckpointError(SparsesegError):
     """A model checkpoint that does not load or does not fit the data."""
+
+
+class MissingDependencyError(SparsesegError):
+    """An optional package (an extra such as ``bench`` or ``export``) that this feature needs is missing."""

@@ -94,6 +94,10 @@ def run(args: argparse.Namespace) -> int:
             extra = ", human-scribbles" if d.human_scribbles else ""
             print(f"dataset  {name:14s} classes {dict(d.class_names)}; settings scribbles, points-K, slices-K{extra}")
         return 0
+    from .._optional import require
+
+    require("matplotlib", "bench", "sparseseg bench")
+    require("psutil", "bench", "sparseseg bench")
     command = command_line(sys.argv[2:] if len(sys.argv) > 1 and sys.argv[1] == "bench" else [])
     if args.report_only:
         path = write_report(args.out, md_path=args.md, label=args.label)
