@@ -52,3 +52,12 @@ def shared_data() -> Path:
 def sample_dir() -> Path:
     """The bundled samples (one hippocampus, one brain-tumour case, MSD layout): always present."""
     return REPO / "napari_sparseseg" / "sample_data"
+
+
+@pytest.fixture(autouse=True)
+def _private_settings(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test gets its own settings and user-data folders: remembered choices never leak between
+    tests, and the tests never touch the user's own (the embedding cache stays shared: it is a cache)."""
+    base = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("SPARSESEG_CONFIG_HOME", str(base / "config"))
+    monkeypatch.setenv("SPARSESEG_DATA_HOME", str(base / "data"))

@@ -24,6 +24,7 @@ from .corrections import CorrectionTracker
 from .guard import guarded, notify_error, notify_info
 from .loss_plot import LossPlot
 from .refine_queue import RefineQueue, mix_marks, needs_walk, refine_off_thread
+from .remember import remember
 from .runner import TrainingRunner
 from .subprocess_job import run_in_process
 
@@ -90,6 +91,10 @@ class TrainingPanel(QGroupBox):
         self.strategy.setToolTip("entropy: most uncertain; disagreement: SAM/pseudo-labels vs network; random: baseline")
         self.next_btn = QPushButton("Next slice to review")
         self.next_btn.clicked.connect(lambda *_: self.go_next())
+
+        for control, key in ((self.budget, "budget_seconds"), (self.pseudo_method, "pseudo_method"),
+                             (self.strategy, "strategy")):
+            remember(control, key)  # the user's last choice, kept between napari sessions
 
         form = QFormLayout()
         form.addRow("budget", self.budget)
