@@ -79,6 +79,7 @@ class TrainingPanel(QGroupBox):
         self.stop_btn.clicked.connect(lambda *_: self.stop())
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
+        self._stage_progress: tuple[str, float] | None = None  # the pseudo-label stage's share done
         self.eta = QLabel("idle")
         self.plot = LossPlot()
         self.accept_btn = QPushButton("Accept corrections")
@@ -187,8 +188,15 @@ class TrainingPanel(QGroupBox):
                 pseudo = None
                 if method != "none":
                     report(f"pseudo-labels ({method})...")
+
+                    def progress(done: int, total: int) -> None:  # the bar follows the slices solved
+                        self._stage_progress = ("pseudo-labels", done / max(total, 1))
+                        report(f"pseudo-labels ({method}): slice {done} of {total}")
+
                     # in a separate process: scipy's walker holds the GIL and would freeze napari
-                    pseudo = run_in_process(make_pseudo_labels, vol, ann, method, should_stop=should_stop)
+                    pseudo = run_in_process(make_pseudo_labels, vol, ann, method, should_stop=should_stop,
+                                            progress=progress)
+                    self._stage_progress = None
                     holder.append((pseudo, ann))
                 report("building the network...")
                 return Trainer(vol, ann, config, pseudo=pseudo)
@@ -351,12 +359,17 @@ class TrainingPanel(QGroupBox):
     def _on_status(self, msg: str) -> None:
         self._take_pending_pseudo()
         self.eta.setText(msg)
+        stage = self._stage_progress  # (name, fraction) set by the job's worker thread, or None
+        if stage is not None:
+            self.progress.setFormat(f"{stage[0]} %p%")
+            self.progress.setValue(int(1000 * stage[1]))
         self._sync_buttons()
 
     def _on_step(self, ev: Any) -> None:
         self.last_event = ev
         total = ev.elapsed + (ev.eta or 0.0)
         if total > 0:
+            self.progress.setFormat("training %p%")
             self.progress.setValue(int(1000 * ev.elapsed / total))
         if ev.losses:
             self.plot.add(ev.step, {k: v for k, v in ev.losses.items()})
