@@ -86,7 +86,7 @@ class LossPlot(QWidget):
         p.drawText(left, h - 2, f"step {int(x0)}")
         last = f"{int(x1)}"
         p.drawText(w - right - fm.horizontalAdvance(last), h - 2, last)
-        for (name, pts), (*_, color) in zip(self.series.items(), items):
+        for pts, (*_, color) in zip(self.series.values(), items):
             poly = QPolygonF(
                 [QPointF(left + (x - x0) / (x1 - x0) * pw, top + (1 - (y - y0) / (y1 - y0)) * ph) for x, y in pts]
             )
