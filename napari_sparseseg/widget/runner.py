@@ -12,7 +12,8 @@ from __future__ import annotations
 import queue
 import threading
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from qtpy.QtCore import QObject, QTimer, Signal
 
