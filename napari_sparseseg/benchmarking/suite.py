@@ -75,7 +75,7 @@ def quick_specs(root: Path | None = None) -> tuple[SuiteSpec, ActiveSpec]:
 
 
 def full_specs(max_cases: int | None = None, root: Path | None = None) -> tuple[SuiteSpec, ActiveSpec]:
-    """Every setting and method of issue 8, sized for one run of about 8 minutes on a 16-core GPU
+    """Every setting and method of the full benchmark, sized for one run of about 8 minutes on a 16-core GPU
     machine (``--workers 14``), the only place the seed-paper methods' 200 steps on 50 (case,
     setting) pairs fit a session; on the 2-core laptop the report extrapolates its time.
 
@@ -124,7 +124,7 @@ def ablation_methods() -> list[str]:
 
 
 def ablation_specs(root: Path | None = None) -> tuple[SuiteSpec, ActiveSpec]:
-    """The ablation table of issue 6 (``--preset ablation``), sized for one ~8-minute run on a 16-core
+    """The seed-paper ablation table (``--preset ablation``), sized for one ~8-minute run on a 16-core
     GPU machine with ``--workers``: ACDC 20 volumes with human scribbles, hippocampus 10 cases and
     brain tumour 4 patients (one visit each) with 3 labelled slices; 300 steps; no active learning."""
     suite = SuiteSpec(
@@ -223,12 +223,13 @@ def write_report(out_dir: Path, command: str | None = None, md_path: Path | None
     cmd = command or meta.get("command")
     if cmd:
         lines.append(f"Regenerate: `{cmd}`\n")
-    lines.append("Presets: `--quick` (CI smoke run: 1 ACDC + 1 hippocampus volume, ours + every baseline, "
-                 "walker pseudo-labels, 12 steps, 2 active-learning rounds); `--preset ablation` (issue 6: "
+    lines.append("Presets: `--quick` (CI smoke run: 1 ACDC + 1 hippocampus volume, or the two bundled samples, "
+                 "ours + every baseline, walker pseudo-labels, 12 steps, 2 active-learning rounds); "
+                 "`--preset ablation` (the seed-paper ablation: "
                  "ACDC 20 volumes with human scribbles, hippocampus 10 cases and brain tumour 4 patients at "
                  "slices-3, ours + every seed-paper method + walker + SAM, shared `auto` pseudo-labels, 300 steps, "
                  "device auto; on a GPU machine add `--workers 8 --time-limit SECONDS`); default (`full`): every "
-                 "setting and method of issue 8 on ACDC 8 volumes, hippocampus 4 cases and brain tumour 4 "
+                 "setting and method on ACDC 8 volumes, hippocampus 4 cases and brain tumour 4 "
                  "patients, 200 steps, active learning on 3 hippocampus + 3 ACDC cases x 8 rounds, sized for "
                  "a 16-core GPU machine with `--workers 14` (`--cases N` trims).\n")
     if label or meta.get("label"):

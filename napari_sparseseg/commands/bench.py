@@ -5,7 +5,7 @@ active learning (code in :mod:`napari_sparseseg.benchmarking`).
     sparseseg bench --out bench/results                     # every setting on every shared case
     sparseseg bench --out bench/results --report-only       # regenerate RESULTS.md + plots from JSON
     sparseseg bench --preset ablation --workers 8 --time-limit 480 --out bench/results_ablation
-        # issue 6's ablation (ours, every seed-paper method, walker, SAM) on a 16-core GPU machine
+        # the seed-paper ablation (ours, every seed-paper method, walker, SAM) on a 16-core GPU machine
 
 Heavy runs on a shared machine: ``flock /tmp/sparseseg_heavy.lock nice -n 5 sparseseg bench ...``.
 A run resumes where it stopped (rows already in ``OUT/rows.jsonl`` are kept); ``--fresh`` starts over.
@@ -29,9 +29,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--md", type=Path, default=None,
                    help="markdown report to write (default OUT/RESULTS.md; the committed one: bench/RESULTS.md)")
     p.add_argument("--data", type=Path, default=None, help="data folder in the MSD layout (default: $SPARSESEG_DATA; --quick falls back to the bundled samples)")
-    p.add_argument("--quick", action="store_true", help="2 hippocampus cases + 1 ACDC volume, short budgets (< 3 min)")
+    p.add_argument("--quick", action="store_true",
+                   help="1 hippocampus case + 1 ACDC volume (or the two bundled samples), short budgets (a few minutes)")
     p.add_argument("--preset", choices=("quick", "full", "ablation"), default=None,
-                   help="quick (= --quick); full (every setting of issue 8, the default); ablation (issue 6: "
+                   help="quick (= --quick); full (every setting and method, the default); ablation (seed-paper methods: "
                    "ACDC 20 volumes human scribbles, hippocampus 10 + brain tumour 4 patients at slices-3, ours + "
                    "every seed-paper method + walker + SAM, 300 steps, no active learning)")
     p.add_argument("--workers", type=int, default=1,
