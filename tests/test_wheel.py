@@ -31,8 +31,11 @@ _OPEN_SAMPLE = textwrap.dedent(
     import napari_sparseseg
     from npe2 import PluginManager
 
+    from importlib.metadata import version
+
     here = Path(napari_sparseseg.__file__).resolve()
     assert here.is_relative_to(Path(sys.prefix).resolve()), f"imported from {here}, not the wheel"
+    assert version("napari-sparseseg") == napari_sparseseg.__version__  # one source for the version
     pm = PluginManager.instance()
     pm.discover()
     manifest = pm.get_manifest("napari-sparseseg")
@@ -42,7 +45,7 @@ _OPEN_SAMPLE = textwrap.dedent(
         viewer.open_sample("napari-sparseseg", "hippocampus")
         viewer.open_sample("napari-sparseseg", "brain_tumor")
         for layer in viewer.layers:
-            print("LAYER", type(layer).__name__, layer.name, layer.data.shape, sep="|")
+            print("LAYER", type(layer).__name__, layer.name, ",".join(map(str, layer.units)), sep="|")
     finally:
         viewer.close()
     """
@@ -67,12 +70,22 @@ def _run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: 
     return proc.stdout
 
 
+def _has_build_backend() -> bool:
+    """setuptools >= 77 (license expressions) importable here."""
+    try:
+        import setuptools
+    except ImportError:
+        return False
+    return int(setuptools.__version__.split(".")[0]) >= 77
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("dist")
-    # no build isolation: the build backend (setuptools) is already installed, so this works offline
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out),
-          str(REPO)], cwd=out)
+    # no build isolation where the build backend is already installed (offline, faster); else pip
+    # fetches setuptools into an isolated build environment as it would for a user
+    isolation = ["--no-build-isolation"] if _has_build_backend() else []
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", *isolation, "-q", "-w", str(out), str(REPO)], cwd=out)
     [whl] = out.glob("napari_sparseseg-*.whl")
     return whl
 
@@ -100,8 +113,9 @@ def test_installed_wheel_opens_the_sample_in_napari(wheel: Path, tmp_path: Path)
     _run([str(py), "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)], cwd=tmp_path, env=env)
     _run([str(py), "-m", "pip", "check"], cwd=tmp_path, env=env)
     out = _run([str(py), "-c", _OPEN_SAMPLE], cwd=tmp_path, env=env)
-    layers = [line.split("|")[1:3] for line in out.splitlines() if line.startswith("LAYER")]
-    assert [tuple(x) for x in layers] == [
+    layers = [line.split("|")[1:] for line in out.splitlines() if line.startswith("LAYER")]
+    assert all(units == "millimeter,millimeter,millimeter" for *_, units in layers), out
+    assert [tuple(x[:2]) for x in layers] == [
         ("Image", "hippocampus_001"), ("Labels", "hippocampus_001 labels"),
         ("Image", "PGBM-008_1993-06-10"), ("Labels", "PGBM-008_1993-06-10 labels"),
     ], out
