@@ -85,7 +85,7 @@ def _eval(args: tuple) -> dict:
             pred, _ = tr.predict()
         else:
             last = None
-            for last in tr.run():  # noqa: B007 - the last event is what we want
+            for last in tr.run():
                 pass
             pred = last.prediction
         out[row] = dice_per_class(pred, case.gt, cls)

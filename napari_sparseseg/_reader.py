@@ -9,9 +9,8 @@ Each layer carries its geometry in ``metadata`` so that the labels writer (and
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _training_helpers import blobs, marks, tiny_config
 
 from napari_sparseseg.training.worker import ProcessWorker, ThreadWorker
+
+from _training_helpers import blobs, marks, tiny_config
 
 
 def test_thread_worker_runs_to_done() -> None:

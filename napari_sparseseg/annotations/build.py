@@ -7,7 +7,7 @@ need Qt or napari.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 

@@ -17,9 +17,8 @@ only holds declarations, which are re-checked against the map on load.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 

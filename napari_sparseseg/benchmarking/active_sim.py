@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import time
 import zlib
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 

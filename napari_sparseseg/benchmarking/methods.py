@@ -21,9 +21,8 @@ ablation table times and feeds them identically.  A bench-only method::
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 

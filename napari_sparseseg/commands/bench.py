@@ -83,8 +83,9 @@ def run(args: argparse.Namespace) -> int:
 
     from ..benchmarking import METHODS, get_method
     from ..benchmarking.cases import DATASETS, check_setting, find_data_root, has_case
-    from ..benchmarking.methods import sync_segment_methods
     from ..benchmarking.suite import PRESETS, ablation_specs, command_line, full_specs, run_bench, write_report
+
+    from ..benchmarking.methods import sync_segment_methods
 
     sync_segment_methods()
     if args.list:

@@ -17,8 +17,8 @@ import contextlib
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Iterator
 
 TMP_MARK = ".sparseseg-tmp-"
 

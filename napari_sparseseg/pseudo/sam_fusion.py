@@ -18,9 +18,8 @@ between two independent methods is the best cheap error detector we measured).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from scipy import ndimage as ndi

@@ -152,7 +152,7 @@ def tiny_random_sam(seed: int = 0, image_size: int = 256) -> SamBackend:
     return from_sam_model(sam, name=f"sam-tiny-random-{seed}")
 
 
-def load_backend(spec: str | SamBackend | None = None, device: str = "auto") -> SamBackend:
+def load_backend(spec: "str | SamBackend | None" = None, device: str = "auto") -> SamBackend:
     """Parse a backend spec (see the module docstring); an existing backend passes through."""
     if isinstance(spec, SamBackend):
         return spec

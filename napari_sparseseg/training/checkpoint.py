@@ -11,9 +11,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -48,8 +47,9 @@ def save_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor], meta:
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read a checkpoint; any unreadable or foreign file raises :class:`CheckpointError`."""
-    from safetensors import SafetensorError, safe_open
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
+    from safetensors import safe_open
 
     path = Path(path)
     if not path.is_file():

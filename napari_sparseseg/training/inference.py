@@ -7,7 +7,7 @@ the grid three times.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch

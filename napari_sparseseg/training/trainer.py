@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -262,7 +261,7 @@ class Trainer:
                 if ev is not None:
                     yield ev
 
-    def _prediction_event(self, kind: str, clock: _PausableClock, budget: float, lr: float, losses: dict[str, float]) -> TrainEvent | None:
+    def _prediction_event(self, kind: str, clock: "_PausableClock", budget: float, lr: float, losses: dict[str, float]) -> TrainEvent | None:
         prob = self.predict_proba(should_stop=self._cancel.is_set)
         if prob is None:
             return None

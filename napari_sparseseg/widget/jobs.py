@@ -12,8 +12,7 @@ from __future__ import annotations
 import itertools
 import queue
 import threading
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Callable
 
 from qtpy.QtCore import QObject, Signal
 

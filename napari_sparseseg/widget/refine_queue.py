@@ -17,8 +17,7 @@ Ordering rules (the owner keeps ``pseudo`` and the annotation it reflects as one
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Callable
 
 from qtpy.QtCore import QObject
 

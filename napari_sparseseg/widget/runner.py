@@ -12,8 +12,7 @@ from __future__ import annotations
 import queue
 import threading
 import traceback
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Callable
 
 from qtpy.QtCore import QObject, QTimer, Signal
 

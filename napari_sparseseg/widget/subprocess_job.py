@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import traceback
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Callable
 
 
 class Cancelled(Exception):

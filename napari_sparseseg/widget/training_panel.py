@@ -39,7 +39,7 @@ PSEUDO_METHODS = ("random-walker", "auto", "sam", "fusion", "none")
 class TrainingPanel(QGroupBox):
     """The "Train and correct" box.  Every slot is guarded: errors notify and buttons re-enable."""
 
-    def __init__(self, host: SparseSegWidget) -> None:
+    def __init__(self, host: "SparseSegWidget") -> None:
         super().__init__("Train and correct")
         self.host = host
         self.runner = TrainingRunner(self)
