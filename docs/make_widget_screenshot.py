@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 os.environ.setdefault("SPARSESEG_AUTOSAVE_DIR", tempfile.mkdtemp(prefix="sparseseg-shot-"))
+os.environ.setdefault("SPARSESEG_CONFIG_HOME", tempfile.mkdtemp(prefix="sparseseg-shot-config-"))  # no remembered settings
 from napari_sparseseg.widget._llvm import isolate_triton  # noqa: E402
 
 isolate_triton()

@@ -78,13 +78,27 @@ def robust_contrast_limits(arr: np.ndarray, lo: float = 0.5, hi: float = 99.5) -
     return a, b
 
 
+#: napari's world axes are RAS reversed (S, A, R), so a slider along each one walks through axial,
+#: coronal and sagittal planes, in millimetres (without these napari labels the axes -3, -2, -1)
+AXIS_LABELS = ("axial", "coronal", "sagittal")
+UNITS = ("mm", "mm", "mm")
+
+
+def world_kwargs(vol: Volume) -> dict[str, Any]:
+    """Placement (scale/translate or affine), units and axis labels of ``vol`` as layer kwargs."""
+    kw = {**vol.napari_kwargs()}
+    if np.ndim(vol.array) == 3:
+        kw.update(units=UNITS, axis_labels=AXIS_LABELS)
+    return kw
+
+
 def image_layer_data(vol: Volume) -> LayerData:
     kwargs: dict[str, Any] = {
         "name": vol.name,
         "colormap": "gray",
         "contrast_limits": robust_contrast_limits(vol.array),
         "metadata": geometry_metadata(vol),
-        **vol.napari_kwargs(),
+        **world_kwargs(vol),
     }
     return vol.array, kwargs, "image"
 
@@ -93,6 +107,6 @@ def labels_layer_data(vol: Volume, name: str | None = None) -> LayerData:
     kwargs: dict[str, Any] = {
         "name": name or vol.name,
         "metadata": geometry_metadata(vol),
-        **vol.napari_kwargs(),
+        **world_kwargs(vol),
     }
     return vol.array, kwargs, "labels"

@@ -1,7 +1,7 @@
 """napari sample data: one hippocampus and one brain-tumour case bundled in ``sample_data/``.
 
-See ``sample_data/README.md`` for sources, licences and changes.  The folder sits beside the package
-(repository layout); ``$SPARSESEG_SAMPLE_DATA`` overrides its location.
+See ``sample_data/README.md`` for sources, licences and changes.  The folder ships inside the package
+(so an installed wheel has it); ``$SPARSESEG_SAMPLE_DATA`` overrides its location.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ BRAIN_TUMOR = ("brain_tumor", "PGBM-008_1993-06-10")
 
 def sample_root() -> Path:
     env = os.environ.get("SPARSESEG_SAMPLE_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "sample_data"
+    return Path(env) if env else Path(__file__).resolve().parent / "sample_data"
 
 
 def sample_paths(dataset: str, case: str) -> tuple[Path, Path]:

@@ -24,3 +24,7 @@ class PseudoLabelError(SparsesegError):
 
 class OutputError(SparsesegError):
     """An output that cannot be written where or how it was asked (folder, extension, already exists)."""
+
+
+class MissingDependencyError(SparsesegError):
+    """An optional package (an extra such as ``bench`` or ``export``) that this feature needs is missing."""

@@ -13,7 +13,8 @@ fingerprint tells us on reopening whether the file still holds the same scan.  T
 atomically as a whole: a crash half-way leaves the previous session intact.
 
 *Autosave* is separate and cheaper: only the marks (and the class table), keyed by the image's
-fingerprint under ``~/.cache/napari-sparseseg/autosave/<fingerprint>/`` (or ``$SPARSESEG_AUTOSAVE_DIR``),
+fingerprint under ``<user data folder>/autosave/<fingerprint>/`` (:func:`paths.autosave_dir`; it is user
+data, not a cache, so no cache cleaner deletes it; ``$SPARSESEG_AUTOSAVE_DIR`` overrides),
 written atomically after every change.  The marks are the only thing that costs the user effort; the
 rest can be recomputed.  Qt-free: the widget debounces and calls :meth:`AnnotationAutosave.save`.
 """
@@ -200,8 +201,20 @@ def _grid(value: Any, what: str) -> tuple[int, ...]:
 
 # ----------------------------------------------------------------------------------- autosave
 def default_autosave_root() -> Path:
-    env = os.environ.get("SPARSESEG_AUTOSAVE_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "napari-sparseseg" / "autosave"
+    from .paths import autosave_dir
+
+    return autosave_dir()
+
+
+def _adopt_legacy_autosave(folder: Path, fingerprint: str) -> None:
+    """Copy an autosave written by 0.1.0 (under ``~/.cache``) to the user data folder, once."""
+    import shutil
+
+    from .paths import legacy_autosave_dir
+
+    old = legacy_autosave_dir() / fingerprint
+    if not folder.exists() and (old / "autosave.json").is_file() and old.resolve() != folder.resolve():
+        shutil.copytree(old, folder)
 
 
 @dataclass
@@ -230,6 +243,8 @@ class AnnotationAutosave:
         self.fingerprint = fingerprint
         self.folder = Path(root) if root is not None else default_autosave_root()
         self.folder = self.folder / fingerprint
+        if root is None and not {"SPARSESEG_AUTOSAVE_DIR", "SPARSESEG_DATA_HOME"} & set(os.environ):
+            _adopt_legacy_autosave(self.folder, fingerprint)
 
     @property
     def labels_path(self) -> Path:

@@ -9,8 +9,8 @@ cd "$ROOT"
 source scripts/setup_env.sh
 
 CASE="${1:-hippocampus_001}"
-IMG="sample_data/hippocampus/imagesTr/$CASE.nii.gz"
-GT="sample_data/hippocampus/labelsTr/$CASE.nii.gz"
+IMG="napari_sparseseg/sample_data/hippocampus/imagesTr/$CASE.nii.gz"
+GT="napari_sparseseg/sample_data/hippocampus/labelsTr/$CASE.nii.gz"
 OUT="${SPARSESEG_DEMO_OUT:-out/demo}"
 BUDGET="${SPARSESEG_DEMO_BUDGET:-45}"
 mkdir -p "$OUT"

@@ -6,8 +6,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${SPARSESEG_VENV:-$ROOT/.venv}"
 PY="${PYTHON:-python3}"
 
-if ! "$PY" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' 2>/dev/null; then
-    echo "napari-sparseseg needs Python >= 3.10 (found: $("$PY" --version 2>&1))" >&2
+if ! "$PY" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null; then
+    echo "napari-sparseseg needs Python >= 3.11 (found: $("$PY" --version 2>&1))" >&2
     exit 2
 fi
 if [ ! -x "$VENV/bin/python" ]; then

@@ -38,14 +38,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """``../shared/data`` (or ``$SPARSESEG_DATA``).  Missing data fails in CI and skips elsewhere."""
+    """The larger benchmark data (ACDC and more hippocampus / brain-tumour cases, ``$SPARSESEG_DATA``).
+    Tests that need more than the bundled samples use it; missing data fails in CI and skips elsewhere."""
     if SHARED_DATA is None:
+        msg = "needs the larger benchmark data (ACDC, more cases), not bundled: set SPARSESEG_DATA"
         if os.environ.get("CI"):
-            pytest.fail("shared data not found: set SPARSESEG_DATA or place it at ../shared/data")
-        pytest.skip("shared data not found (set SPARSESEG_DATA)")
+            pytest.fail(msg)
+        pytest.skip(msg)
     return SHARED_DATA
 
 
 @pytest.fixture(scope="session")
 def sample_dir() -> Path:
-    return REPO / "sample_data"
+    """The bundled samples (one hippocampus, one brain-tumour case, MSD layout): always present."""
+    return REPO / "napari_sparseseg" / "sample_data"
+
+
+@pytest.fixture(autouse=True)
+def _private_settings(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test gets its own settings and user-data folders: remembered choices never leak between
+    tests, and the tests never touch the user's own (the embedding cache stays shared: it is a cache)."""
+    base = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("SPARSESEG_CONFIG_HOME", str(base / "config"))
+    monkeypatch.setenv("SPARSESEG_DATA_HOME", str(base / "data"))

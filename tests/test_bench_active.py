@@ -62,7 +62,7 @@ def test_correct_slice_scribbles_the_largest_error_regions_first() -> None:
     assert correct_slice(gt, gt, 1, ann, seed=0, regions=3) is None  # nothing wrong, nothing drawn
 
 
-def test_random_draws_average_several_orders_with_per_case_seeds(shared_data) -> None:
+def test_random_draws_average_several_orders_with_per_case_seeds(sample_dir) -> None:
     """One seeded random order is one lucky or unlucky draw, and the same order for every case; the
     goal compares against random's expected curve."""
     import numpy as np
@@ -71,7 +71,7 @@ def test_random_draws_average_several_orders_with_per_case_seeds(shared_data) ->
     from napari_sparseseg.benchmarking.cases import load_case, make_annotation
     from napari_sparseseg.benchmarking.contenders import Budget
 
-    case = load_case(shared_data, "hippocampus", "hippocampus_001")
+    case = load_case(sample_dir, "hippocampus", "hippocampus_001")
     ann = make_annotation(case, "slices:1", seed=0)
     rec = simulate_active(case, ann, ["random"], 2, Budget(steps=2, warm_steps=1, seconds=60, device="cpu"),
                           setting="slices:1", pseudo_method="random-walker", random_draws=2)

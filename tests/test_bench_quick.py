@@ -43,13 +43,13 @@ def echo_method():
     CONTENDERS.pop("test-echo", None)
 
 
-def test_bench_core_one_case(shared_data: Path, tmp_path: Path, echo_method: str) -> None:
+def test_bench_core_one_case(sample_dir: Path, tmp_path: Path, echo_method: str) -> None:
     # the walker as the shared pseudo-labels keeps this CI test fast (fusion costs ~1 min per case on CPU)
     suite = SuiteSpec(settings={"hippocampus": ["slices:3"]}, methods=["random-walker", "sparseseg", echo_method],
                       cases={"hippocampus": ["hippocampus_001"]}, budget=Budget(steps=2, warm_steps=1),
                       shared_pseudo="random-walker")
     active = ActiveSpec(starts={"hippocampus": "slices:1"}, cases=1, rounds=1, strategies=["entropy", "random"])
-    md = run_bench(suite, active, shared_data, tmp_path, command="sparseseg bench (test)")
+    md = run_bench(suite, active, sample_dir, tmp_path, command="sparseseg bench (test)")
 
     rows = read_rows(tmp_path / "rows.jsonl")
     assert {(r["method"], r["setting"]) for r in rows} == {("random-walker", "slices:3"), ("sparseseg", "slices:3"),
@@ -68,7 +68,7 @@ def test_bench_core_one_case(shared_data: Path, tmp_path: Path, echo_method: str
     assert by[echo_method]["kind"] == "seed-paper" and by["sparseseg"]["info"]["method"] == "default"
     assert by[echo_method]["mean_dice"] == by["random-walker"]["mean_dice"]
     assert by["sparseseg"]["info"]["steps"] == 2
-    case = load_case(shared_data, "hippocampus", "hippocampus_001")
+    case = load_case(sample_dir, "hippocampus", "hippocampus_001")
     walker = next(r for r in rows if r["method"] == "random-walker")
     assert walker["mean_dice"] > max(0.5, _chance_dice(case.gt, case.present_classes) + 0.3)
     # the marked fraction is that of the simulated annotator (3 labelled slices of 35)
@@ -87,7 +87,7 @@ def test_bench_core_one_case(shared_data: Path, tmp_path: Path, echo_method: str
     for png in ("dice_vs_effort.png", "dice_vs_rounds.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # resuming does not rerun finished rows
-    run_bench(suite, None, shared_data, tmp_path)
+    run_bench(suite, None, sample_dir, tmp_path)
     assert len(read_rows(tmp_path / "rows.jsonl")) == 3
 
 
@@ -167,14 +167,29 @@ def test_bench_rejects_unknown_setting(tmp_path: Path, capsys: pytest.CaptureFix
     assert "unknown setting 'lasso-3'" in capsys.readouterr().err
 
 
-def test_bench_quick_cli(tmp_path: Path) -> None:
-    """Issue 8: ``sparseseg bench --quick`` runs in CI (about 2.5 min on 2 cores): ours and every
-    baseline on one ACDC and one hippocampus volume, and 2 active-learning rounds."""
-    assert main(["bench", "--quick", "--out", str(tmp_path)]) == 0
+def test_bench_quick_cli(sample_dir: Path, tmp_path: Path) -> None:
+    """``sparseseg bench --quick`` runs in CI on the bundled samples: ours and every baseline on the
+    hippocampus and the brain-tumour sample, and 2 active-learning rounds."""
+    assert main(["bench", "--quick", "--data", str(sample_dir), "--out", str(tmp_path)]) == 0
     rows = read_rows(tmp_path / "rows.jsonl")
     assert rows and all(r["error"] is None for r in rows)
-    assert {r["dataset"] for r in rows} == {"hippocampus", "acdc"}
+    assert {r["dataset"] for r in rows} == {"hippocampus", "brain_tumor"}
+    assert {r["method"] for r in rows} == {"sparseseg", "random-walker", "sam", "supervised"}
     assert (tmp_path / "RESULTS.md").exists() and (tmp_path / "dice_vs_rounds.png").exists()
+
+
+def test_quick_preset_falls_back_to_the_bundled_samples(sample_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from napari_sparseseg.benchmarking import cases
+    from napari_sparseseg.benchmarking.suite import quick_specs
+
+    monkeypatch.setenv("SPARSESEG_DATA", str(sample_dir / "nowhere"))
+    monkeypatch.setattr(cases, "__file__", str(sample_dir / "nowhere" / "a" / "b" / "cases.py"))  # nothing beside
+    with pytest.raises(FileNotFoundError):
+        cases.find_data_root()
+    assert cases.find_data_root(sample_fallback=True) == sample_dir
+    suite, _ = quick_specs(sample_dir)
+    assert suite.cases == {"brain_tumor": ["PGBM-008_1993-06-10"], "hippocampus": ["hippocampus_001"]}
+    assert quick_specs(None)[0].cases["acdc"] == ["patient041_frame01"]
 
 
 def test_split_settings_plans_one_job_per_case_and_setting(shared_data: Path) -> None:

@@ -91,9 +91,13 @@ def test_draw_train_stream_correct_export_reopen(make_napari_viewer, qtbot, open
     w.train_overrides = dict(FAST)
     w.training.budget.setValue(3)
     w.training.pseudo_method.setCurrentText("random-walker")
+    bar = []  # the progress bar's (format, value) while it runs: the pseudo-label stage moves it too
+    w.training.progress.valueChanged.connect(lambda v: bar.append((w.training.progress.format(), v)))
     qtbot.mouseClick(w.training.start_btn, Qt.LeftButton)
     assert w.training.runner.running and not w.training.start_btn.isEnabled()
     qtbot.waitUntil(lambda: w.training.n_predictions >= 1, timeout=120_000)
+    stage = [v for f, v in bar if f.startswith("pseudo-labels")]
+    assert stage and stage == sorted(stage) and stage[-1] == 1000 and min(stage) < 1000, bar[:20]
     pred_layer = w.pred_layer
     assert pred_layer is not None and pred_layer.data.shape == image.data.shape
     assert w.unc_layer is not None and 0.0 <= float(w.unc_layer.data.min()) <= float(w.unc_layer.data.max()) <= 1.0

@@ -28,6 +28,18 @@ def _die() -> None:
     os._exit(3)
 
 
+def _count(n: int, progress=None) -> int:
+    for i in range(n):
+        progress(i + 1, n)
+    return os.getpid()
+
+
+def test_progress_reaches_the_caller() -> None:
+    seen: list[tuple[int, int]] = []
+    pid = run_in_process(_count, 4, progress=lambda d, t: seen.append((d, t)))
+    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)] and pid != os.getpid()
+
+
 def test_result_comes_back_from_another_process() -> None:
     out, pid = run_in_process(_square, np.arange(5))
     np.testing.assert_array_equal(out, np.arange(5) ** 2)

@@ -6,7 +6,7 @@
 #
 # Both jobs share the GPU and the CPU cores (pseudo-labels are CPU work: the random walker), so their
 # seconds are comparable within a job, not with the 2-core laptop numbers elsewhere in bench/.
-# ABLATION_ARGS / COHORT_ARGS override the sizes (smoke runs on a CPU: see DEVELOPERS.md).
+# ABLATION_ARGS / COHORT_ARGS override the sizes (smoke runs on a CPU: see CONTRIBUTING.md).
 set -u
 OUT=${1:?usage: gpu_run.sh OUT_DIR}
 RES=$(mktemp -d)

@@ -74,8 +74,10 @@ class Case:
         return Path(self.image.source).parents[1] if self.image.source else Path()
 
 
-def find_data_root(explicit: str | Path | None = None) -> Path:
-    """``explicit``, else ``$SPARSESEG_DATA``, else ``../shared/data`` beside the checkout."""
+def find_data_root(explicit: str | Path | None = None, *, sample_fallback: bool = False) -> Path:
+    """``explicit``, else ``$SPARSESEG_DATA``, else a ``shared/data`` folder beside the checkout; with
+    ``sample_fallback`` the bundled sample data (one hippocampus and one brain-tumour case, the same
+    layout) when none of those exists, so the quick benchmark runs on a clone with nothing beside it."""
     cands = [Path(explicit)] if explicit else []
     if os.environ.get("SPARSESEG_DATA"):
         cands.append(Path(os.environ["SPARSESEG_DATA"]))
@@ -84,7 +86,18 @@ def find_data_root(explicit: str | Path | None = None) -> Path:
     for c in cands:
         if (c / "hippocampus").is_dir() or (c / "acdc").is_dir():
             return c
-    raise FileNotFoundError(2, "shared data not found (pass --data or set SPARSESEG_DATA)", str(cands[0]))
+    if sample_fallback and not explicit:
+        from .._sample_data import sample_root
+
+        if (sample_root() / "hippocampus").is_dir():
+            return sample_root()
+    raise FileNotFoundError(2, "benchmark data not found (pass --data or set SPARSESEG_DATA)", str(cands[0]))
+
+
+def has_case(root: Path, dataset: str, name: str) -> bool:
+    """Whether ``root`` holds ``name`` of ``dataset`` (image and labels)."""
+    base = Path(root) / _info(dataset).folder
+    return (base / "imagesTr" / f"{name}.nii.gz").is_file() and (base / "labelsTr" / f"{name}.nii.gz").is_file()
 
 
 def list_cases(root: Path, dataset: str) -> list[str]:

@@ -128,9 +128,9 @@ def upper_bound_notes(rows: list[dict[str, Any]], ours: str = "sparseseg") -> li
 
 def plot_effort(rows: list[dict[str, Any]], path: Path) -> Path:
     """Dice against marked-voxel fraction: one subplot per data set, one line per method."""
-    import matplotlib
+    from .._optional import require
 
-    matplotlib.use("Agg")
+    require("matplotlib", "bench", "benchmark plots").use("Agg")
     import matplotlib.pyplot as plt
 
     g = grouped(rows)
@@ -168,9 +168,9 @@ def plot_effort(rows: list[dict[str, Any]], path: Path) -> Path:
 
 def plot_active(records: list[dict[str, Any]], path: Path) -> Path:
     """Mean Dice against correction rounds, one subplot per (data set, setting), one line per strategy."""
-    import matplotlib
+    from .._optional import require
 
-    matplotlib.use("Agg")
+    require("matplotlib", "bench", "benchmark plots").use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 

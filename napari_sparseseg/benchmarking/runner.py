@@ -297,7 +297,9 @@ def machine_info() -> dict[str, Any]:
     """The machine a result came from (benchmarks on a shared box are only comparable within a run)."""
     import os
 
-    import psutil
+    from .._optional import require
+
+    psutil = require("psutil", "bench", "sparseseg bench")
 
     info: dict[str, Any] = {
         "platform": platform.platform(), "python": platform.python_version(), "processor": platform.processor(),

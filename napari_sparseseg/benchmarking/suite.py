@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..io import atomic_write_text
-from .cases import list_cases
+from .cases import has_case, list_cases
 from .contenders import Budget
 from .runner import ACTIVE_FILE, SuiteSpec, machine_info, read_rows, run_suite
 SIM_SETTINGS = ["scribbles", "points:5", "slices:1", "slices:3", "slices:5"]
@@ -40,10 +40,11 @@ class ActiveSpec:
     skip: dict[str, int] = field(default_factory=dict)
 
 
-def quick_specs() -> tuple[SuiteSpec, ActiveSpec]:
+def quick_specs(root: Path | None = None) -> tuple[SuiteSpec, ActiveSpec]:
     """The CI smoke run: ours and every baseline once, on the smallest ACDC volume (6 slices, human
     scribbles) and one hippocampus case (1 labelled slice), plus 2 active-learning rounds of every
-    strategy on that hippocampus case.
+    strategy on that hippocampus case.  Where ``root`` has no ACDC (the bundled sample data), the
+    brain-tumour sample with 3 labelled slices takes the ACDC volume's place.
 
     What was cut (goal: < 3 min on 2 cores): the walker stands in for the fusion pseudo-labels
     (fusion costs about a minute per hippocampus case on 2 cores); SAM runs on the ACDC volume only
@@ -53,20 +54,26 @@ def quick_specs() -> tuple[SuiteSpec, ActiveSpec]:
     ``--methods`` adds them back).  The pseudo-labels of the hippocampus case are shared by its suite
     rows and its active-learning start.
     """
+    from .._sample_data import BRAIN_TUMOR
+
     budget = Budget(steps=12, warm_steps=4, seconds=120)
+    if root is None or has_case(root, "acdc", "patient041_frame01"):
+        second, setting, case = "acdc", "human-scribbles", "patient041_frame01"
+    else:
+        (second, case), setting = BRAIN_TUMOR, "slices:3"
     suite = SuiteSpec(
-        settings={"acdc": ["human-scribbles"], "hippocampus": ["slices:1"]},
+        settings={second: [setting], "hippocampus": ["slices:1"]},
         methods=["sparseseg", "random-walker", "sam", "supervised"], budget=budget, distances=True,
         shared_pseudo="random-walker", skip_methods={"hippocampus": ["sam"]},
     )
-    suite.cases = {"acdc": ["patient041_frame01"], "hippocampus": ["hippocampus_001"]}
+    suite.cases = {second: [case], "hippocampus": ["hippocampus_001"]}
     active = ActiveSpec(starts={"hippocampus": "slices:1"}, cases=1, rounds=2,
                         strategies=["entropy", "random", "sequential"])
     return suite, active
 
 
 def full_specs(max_cases: int | None = None, root: Path | None = None) -> tuple[SuiteSpec, ActiveSpec]:
-    """Every setting and method of issue 8, sized for one run of about 8 minutes on a 16-core GPU
+    """Every setting and method of the full benchmark, sized for one run of about 8 minutes on a 16-core GPU
     machine (``--workers 14``), the only place the seed-paper methods' 200 steps on 50 (case,
     setting) pairs fit a session; on the 2-core laptop the report extrapolates its time.
 
@@ -115,7 +122,7 @@ def ablation_methods() -> list[str]:
 
 
 def ablation_specs(root: Path | None = None) -> tuple[SuiteSpec, ActiveSpec]:
-    """The ablation table of issue 6 (``--preset ablation``), sized for one ~8-minute run on a 16-core
+    """The seed-paper ablation table (``--preset ablation``), sized for one ~8-minute run on a 16-core
     GPU machine with ``--workers``: ACDC 20 volumes with human scribbles, hippocampus 10 cases and
     brain tumour 4 patients (one visit each) with 3 labelled slices; 300 steps; no active learning."""
     suite = SuiteSpec(
@@ -214,12 +221,13 @@ def write_report(out_dir: Path, command: str | None = None, md_path: Path | None
     cmd = command or meta.get("command")
     if cmd:
         lines.append(f"Regenerate: `{cmd}`\n")
-    lines.append("Presets: `--quick` (CI smoke run: 1 ACDC + 1 hippocampus volume, ours + every baseline, "
-                 "walker pseudo-labels, 12 steps, 2 active-learning rounds); `--preset ablation` (issue 6: "
+    lines.append("Presets: `--quick` (CI smoke run: 1 ACDC + 1 hippocampus volume, or the two bundled samples, "
+                 "ours + every baseline, walker pseudo-labels, 12 steps, 2 active-learning rounds); "
+                 "`--preset ablation` (the seed-paper ablation: "
                  "ACDC 20 volumes with human scribbles, hippocampus 10 cases and brain tumour 4 patients at "
                  "slices:3, ours + every seed-paper method + walker + SAM, shared `auto` pseudo-labels, 300 steps, "
                  "device auto; on a GPU machine add `--workers 8 --time-limit SECONDS`); default (`full`): every "
-                 "setting and method of issue 8 on ACDC 8 volumes, hippocampus 4 cases and brain tumour 4 "
+                 "setting and method on ACDC 8 volumes, hippocampus 4 cases and brain tumour 4 "
                  "patients, 200 steps, active learning on 3 hippocampus + 3 ACDC cases x 8 rounds, sized for "
                  "a 16-core GPU machine with `--workers 14` (`--cases N` trims).\n")
     if label or meta.get("label"):

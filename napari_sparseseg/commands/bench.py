@@ -5,7 +5,7 @@ active learning (code in :mod:`napari_sparseseg.benchmarking`).
     sparseseg bench --out bench/results                     # every setting on every shared case
     sparseseg bench --out bench/results --report-only       # regenerate RESULTS.md + plots from JSON
     sparseseg bench --preset ablation --workers 8 --time-limit 480 --out bench/results_ablation
-        # issue 6's ablation (ours, every seed-paper method, walker, SAM) on a 16-core GPU machine
+        # the seed-paper ablation (ours, every seed-paper method, walker, SAM) on a 16-core GPU machine
 
 Heavy runs on a shared machine: ``flock /tmp/sparseseg_heavy.lock nice -n 5 sparseseg bench ...``.
 A run resumes where it stopped (rows already in ``OUT/rows.jsonl`` are kept); ``--fresh`` starts over.
@@ -28,10 +28,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("bench/results"), help="output folder (default bench/results)")
     p.add_argument("--md", type=Path, default=None,
                    help="markdown report to write (default OUT/RESULTS.md; the committed one: bench/results/full/RESULTS.md)")
-    p.add_argument("--data", type=Path, default=None, help="shared data folder (default: ../shared/data or $SPARSESEG_DATA)")
-    p.add_argument("--quick", action="store_true", help="2 hippocampus cases + 1 ACDC volume, short budgets (< 3 min)")
+    p.add_argument("--data", type=Path, default=None, help="data folder in the MSD layout (default: $SPARSESEG_DATA; --quick falls back to the bundled samples)")
+    p.add_argument("--quick", action="store_true",
+                   help="1 hippocampus case + 1 ACDC volume (or the two bundled samples), short budgets (a few minutes)")
     p.add_argument("--preset", choices=("quick", "full", "ablation"), default=None,
-                   help="quick (= --quick); full (every setting of issue 8, the default); ablation (issue 6: "
+                   help="quick (= --quick); full (every setting and method, the default); ablation (seed-paper methods: "
                    "ACDC 20 volumes human scribbles, hippocampus 10 + brain tumour 4 patients at slices:3, ours + "
                    "every seed-paper method + walker + SAM, 300 steps, no active learning)")
     p.add_argument("--workers", type=int, default=1,
@@ -81,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from ..benchmarking import CONTENDERS, get_contender
-    from ..benchmarking.cases import DATASETS, check_setting, find_data_root
+    from ..benchmarking.cases import DATASETS, check_setting, find_data_root, has_case
     from ..benchmarking.suite import PRESETS, ablation_specs, command_line, full_specs, run_bench, write_report
 
     from ..benchmarking.contenders import sync_segment_methods
@@ -94,15 +95,26 @@ def run(args: argparse.Namespace) -> int:
             extra = ", human-scribbles" if d.human_scribbles else ""
             print(f"dataset  {name:14s} classes {dict(d.class_names)}; settings scribbles, points:K, slices:K{extra}")
         return 0
+    from .._optional import require
+
+    require("matplotlib", "bench", "sparseseg bench")
+    require("psutil", "bench", "sparseseg bench")
     command = command_line(sys.argv[2:] if len(sys.argv) > 1 and sys.argv[1] == "bench" else [])
     if args.report_only:
         path = write_report(args.out, md_path=args.md, label=args.label)
         print(f"wrote {path}")
         return 0
-    root = find_data_root(args.data)
+    if args.settings:  # a typo fails before any data is looked for
+        for d in args.datasets or [d for d in DATASETS if d != "acdc"]:
+            if d in DATASETS and d != "acdc":
+                for s in args.settings:
+                    check_setting(d, s)
     preset = "quick" if args.quick else (args.preset or "full")
+    root = find_data_root(args.data, sample_fallback=preset == "quick")
+    if preset == "quick" and not has_case(root, "acdc", "patient041_frame01"):
+        print(f"bench --quick: no ACDC under {root}; running on the bundled sample cases", file=sys.stderr)
     suite, active = (full_specs(args.cases, root) if preset == "full" else
-                     ablation_specs(root) if preset == "ablation" else PRESETS[preset]())
+                     ablation_specs(root) if preset == "ablation" else PRESETS[preset](root))
     if args.datasets:
         unknown = [d for d in args.datasets if d not in DATASETS]
         if unknown:

@@ -17,7 +17,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import psutil
+from .._optional import require
+
+
+def _process() -> Any:
+    """This process as a ``psutil.Process`` (psutil comes with the ``bench`` extra)."""
+    return require("psutil", "bench", "measuring memory").Process(os.getpid())
 
 
 @dataclass
@@ -43,7 +48,7 @@ class Timer:
 
 def rss_bytes() -> int:
     """Current resident set size of this process."""
-    return int(psutil.Process(os.getpid()).memory_info().rss)
+    return int(_process().memory_info().rss)
 
 
 def max_rss_bytes() -> int:
@@ -51,7 +56,7 @@ def max_rss_bytes() -> int:
     try:
         import resource
     except ImportError:  # Windows
-        return int(psutil.Process(os.getpid()).memory_info().peak_wset)  # type: ignore[attr-defined]
+        return int(_process().memory_info().peak_wset)
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(r if sys.platform == "darwin" else r * 1024)
 
@@ -79,7 +84,7 @@ class PeakMemory:
         self.lifetime_max_rss_bytes = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._proc = psutil.Process(os.getpid())
+        self._proc = _process()
 
     @property
     def delta_rss_bytes(self) -> int:

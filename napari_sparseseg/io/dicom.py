@@ -188,11 +188,14 @@ def _pixels(members: list[tuple[Path, Any]], rows: int, cols: int, name: str) ->
 
     slices, slopes, inters = [], [], []
     for f, _ in members:
+        ds = None
         try:
             ds = pydicom.dcmread(str(f))
             px = np.asarray(ds.pixel_array)
-        except Exception as exc:
-            raise VolumeError(f"{name}: cannot decode pixels of {f.name} ({reason(exc)})") from exc
+        except Exception as exc:  # e.g. a transfer syntax no installed pixel-data plugin decodes
+            ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+            how = f" ({ts.name})" if ts is not None and ts.is_compressed else ""
+            raise VolumeError(f"{name}: cannot decode pixels of {f.name}{how} ({reason(exc)})") from exc
         if px.shape != (rows, cols):
             raise VolumeError(f"{name}: {f.name} is not a single-channel {rows}x{cols} slice (shape {px.shape})")
         slices.append(px)

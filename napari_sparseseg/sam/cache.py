@@ -22,9 +22,10 @@ from .backend import Embedding, SamBackend
 
 
 def default_cache_dir() -> Path:
-    """``$SPARSESEG_CACHE`` or ``~/.cache/napari-sparseseg/embeddings``."""
-    env = os.environ.get("SPARSESEG_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "napari-sparseseg" / "embeddings"
+    """``$SPARSESEG_CACHE`` or the platform's cache folder + ``embeddings`` (:mod:`napari_sparseseg.paths`)."""
+    from ..paths import embeddings_dir
+
+    return embeddings_dir()
 
 
 def volume_key(array: np.ndarray) -> str:

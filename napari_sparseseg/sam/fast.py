@@ -26,11 +26,10 @@ log = logging.getLogger(__name__)
 
 
 def onnx_available() -> bool:
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """ONNX export (onnx) and ONNX Runtime both present (the ``export`` extra)."""
+    from .._optional import available
+
+    return available("onnxruntime") and available("onnx")
 
 
 class OnnxEncoder:
@@ -131,7 +130,8 @@ def enable_fast_encoder(backend: SamBackend, cache_dir: str | Path | None = None
     if backend.device.type != "cpu" or backend.fast_encoder is not None:
         return backend.fast_encoder is not None
     if not onnx_available():
-        log.warning("onnxruntime is not installed: using the eager torch encoder")
+        log.warning("onnx/onnxruntime not installed: using the eager torch encoder "
+                    "(pip install 'napari-sparseseg[export]' for the faster CPU encoder)")
         return False
     from .cache import default_cache_dir
 

@@ -23,13 +23,16 @@ UNCERTAINTY = "uncertainty"
 
 
 def grid_kwargs(image: Image) -> dict[str, Any]:
-    """The transform of ``image`` as layer keyword arguments."""
+    """The transform of ``image`` as layer keyword arguments, with its units (mm from the plugin's
+    reader) and axis labels, so every layer of the session reads the same on the sliders."""
     return {
         "scale": tuple(image.scale),
         "translate": tuple(image.translate),
         "rotate": np.asarray(image.rotate),
         "shear": np.asarray(image.shear),
         "affine": image.affine.affine_matrix,
+        "units": tuple(str(u) for u in image.units),
+        "axis_labels": tuple(image.axis_labels),
     }
 
 

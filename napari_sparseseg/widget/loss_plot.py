@@ -16,7 +16,7 @@ class LossPlot(QWidget):
         super().__init__(parent)
         self.max_points = max_points
         self.series: dict[str, list[tuple[float, float]]] = {}
-        self.setMinimumHeight(110)
+        self.setMinimumHeight(140)
         self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
 
     def clear(self) -> None:
@@ -32,6 +32,22 @@ class LossPlot(QWidget):
             if len(pts) > self.max_points:
                 del pts[1::2]  # halve the resolution, keep the whole history's shape
         self.update()
+
+    def legend_layout(self, fm, w: int, left: int = 34, right: int = 6) -> tuple[list, int]:
+        """Legend entries ``(x, baseline_y, label, color)`` and the top of the plot area below them.
+
+        The legend gets its own strip above the axes (wrapping to more lines if needed), so it never
+        covers the curves, which start at the top left where a falling loss begins.
+        """
+        items, lx, ly = [], left, fm.ascent() + 2
+        for i, name in enumerate(self.series):
+            label = name.replace("_", " ")
+            tw = 14 + fm.horizontalAdvance(label) + 10
+            if lx + tw > w - right and lx > left:
+                lx, ly = left, ly + fm.height()
+            items.append((lx, ly, label, QColor(_COLORS[i % len(_COLORS)])))
+            lx += tw
+        return items, ly + fm.descent() + 6
 
     def paintEvent(self, event) -> None:  # noqa: N802 - Qt override
         p = QPainter(self)
@@ -50,29 +66,30 @@ class LossPlot(QWidget):
         y0 = min(0.0, min(y for _, y in pts_all))
         x1 = x1 if x1 > x0 else x0 + 1
         y1 = y1 if y1 > y0 else y0 + 1
-        left, right, top, bottom = 34, 6, 6, 16
-        pw, ph = max(w - left - right, 1), max(h - top - bottom, 1)
-        p.setPen(QColor("#888888"))
-        p.drawText(2, top + 10, f"{y1:.2g}")
-        p.drawText(2, h - bottom, f"{y0:.2g}")
-        p.drawText(left, h - 2, f"step {int(x0)}")
-        p.drawText(w - 70, h - 2, f"{int(x1)}")
+        left, right, bottom = 34, 6, 16
         font = p.font()
         font.setPointSizeF(max(6.0, font.pointSizeF() * 0.8))
         p.setFont(font)
         fm = p.fontMetrics()
-        lx, ly = left + 4, top + 10
-        for i, (name, pts) in enumerate(self.series.items()):
-            color = QColor(_COLORS[i % len(_COLORS)])
+        items, top = self.legend_layout(fm, w, left, right)
+        pw, ph = max(w - left - right, 1), max(h - top - bottom, 1)
+        for lx, ly, label, color in items:
+            p.setPen(QPen(color, 2.0))
+            p.drawLine(QPointF(lx, ly - fm.ascent() / 2 + 1), QPointF(lx + 10, ly - fm.ascent() / 2 + 1))
+            p.setPen(QColor("#cccccc"))
+            p.drawText(lx + 14, ly, label)
+        p.setPen(QColor("#555555"))
+        p.drawRect(left, top, pw, ph)
+        p.setPen(QColor("#888888"))
+        p.drawText(2, top + fm.ascent(), f"{y1:.2g}")
+        p.drawText(2, top + ph, f"{y0:.2g}")
+        p.drawText(left, h - 2, f"step {int(x0)}")
+        last = f"{int(x1)}"
+        p.drawText(w - right - fm.horizontalAdvance(last), h - 2, last)
+        for pts, (*_, color) in zip(self.series.values(), items):
             poly = QPolygonF(
                 [QPointF(left + (x - x0) / (x1 - x0) * pw, top + (1 - (y - y0) / (y1 - y0)) * ph) for x, y in pts]
             )
             p.setPen(QPen(color, 1.5))
             p.drawPolyline(poly)
-            label = name.replace("_", " ")
-            tw = fm.horizontalAdvance(label) + 8
-            if lx + tw > w - right:  # legend wraps instead of overlapping
-                lx, ly = left + 4, ly + fm.height()
-            p.drawText(lx, ly, label)
-            lx += tw
         p.end()

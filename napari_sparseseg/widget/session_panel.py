@@ -21,6 +21,7 @@ from ..errors import SparsesegError
 from ..session import AnnotationAutosave, AutosaveState, Session, SessionError, image_fingerprint
 from .guard import guarded, notify_info
 from .jobs import BackgroundJobs
+from .remember import last_folder, remember_folder
 
 if TYPE_CHECKING:  # pragma: no cover
     from .main import SparseSegWidget
@@ -35,7 +36,7 @@ class SessionPanel(QGroupBox):
         super().__init__("Files")
         self.host = host
         self.autosave: AnnotationAutosave | None = None
-        self.autosave_root: str | None = None  # None = ~/.cache/napari-sparseseg/autosave
+        self.autosave_root: str | None = None  # None = the platform's user data folder (paths.autosave_dir)
         self.fingerprint: str | None = None
         self.pending_restore: AutosaveState | None = None
         self.n_autosaves = 0
@@ -174,10 +175,11 @@ class SessionPanel(QGroupBox):
         if not self.host.has_prediction():
             raise SparsesegError("no prediction to export yet: train first")
         if path is None:
-            path, _ = QFileDialog.getSaveFileName(self, "Export prediction", f"{self.host.image_layer.name}_prediction.nii.gz",
-                                                  "NIfTI (*.nii.gz *.nii);;zarr (*.zarr)")
+            start = os.path.join(last_folder("export"), f"{self.host.image_layer.name}_prediction.nii.gz")
+            path, _ = QFileDialog.getSaveFileName(self, "Export prediction", start, "NIfTI (*.nii.gz *.nii);;zarr (*.zarr)")
             if not path:
                 return []
+            remember_folder("export", path)
         written = napari.save_layers(str(path), [layer], plugin="napari-sparseseg")
         if not written:
             raise SparsesegError(f"nothing was written to {path} (use .nii.gz, .nii or .zarr)")
@@ -191,9 +193,11 @@ class SessionPanel(QGroupBox):
         if host.ann_layer is None:
             raise SparsesegError("pick an image first")
         if folder is None:
-            folder = QFileDialog.getSaveFileName(self, "Save session", f"{host.image_layer.name}.sparseseg")[0]
+            start = os.path.join(last_folder("session"), f"{host.image_layer.name}.sparseseg")
+            folder = QFileDialog.getSaveFileName(self, "Save session", start)[0]
             if not folder:
                 return None
+            remember_folder("session", folder)
         tp = host.training
         trainer = tp.trainer
         pseudo = tp.pseudo
@@ -223,9 +227,10 @@ class SessionPanel(QGroupBox):
         """Reopen a session: the image (from its path, or the open layer with the same voxels) and the rest."""
         host = self.host
         if folder is None:
-            folder = QFileDialog.getExistingDirectory(self, "Open session (a .sparseseg folder)")
+            folder = QFileDialog.getExistingDirectory(self, "Open session (a .sparseseg folder)", last_folder("session"))
             if not folder:
                 return None
+            remember_folder("session", folder)
         s = Session.load(folder)
         image, added = self._find_image(s)
         try:  # before switching: set_image resets the model and removes the prediction and its corrections

@@ -16,7 +16,9 @@ from ..loop.background import (
 )
 
 
-def _child(conn: Any, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
+def _child(conn: Any, fn: Callable[..., Any], args: tuple, kwargs: dict, with_progress: bool = False) -> None:
+    if with_progress:  # ``fn(..., progress=cb)``: each cb(done, total) becomes a message to the parent
+        kwargs = {**kwargs, "progress": lambda done, total: conn.send(("progress", (int(done), int(total))))}
     try:
         conn.send((True, fn(*args, **kwargs)))
     except BaseException as exc:  # noqa: BLE001 - every failure goes back to the parent
@@ -29,15 +31,19 @@ def _child(conn: Any, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None
 
 
 def run_in_process(fn: Callable[..., Any], *args: Any, should_stop: Callable[[], bool] | None = None,
-                   poll_s: float = 0.1, **kwargs: Any) -> Any:
+                   poll_s: float = 0.1, progress: Callable[[int, int], None] | None = None, **kwargs: Any) -> Any:
     """``fn(*args, **kwargs)`` in a fresh spawned process; its exception is re-raised here.
+
+    With ``progress``, ``fn`` is called with a ``progress=`` keyword of its own whose ``(done, total)``
+    calls reach ``progress`` here, in the calling thread.
 
     ``should_stop()`` is checked every ``poll_s``; when it returns True the child is terminated and
     :class:`Cancelled` is raised.  A child that dies without answering raises RuntimeError.
     """
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(child, fn, args, kwargs), name="sparseseg-job", daemon=True)
+    proc = ctx.Process(target=_child, args=(child, fn, args, kwargs, progress is not None), name="sparseseg-job",
+                       daemon=True)
     proc.start()
     child.close()
     try:
@@ -48,6 +54,10 @@ def run_in_process(fn: Callable[..., Any], *args: Any, should_stop: Callable[[],
                 except EOFError:
                     proc.join(5)
                     raise RuntimeError(f"the background process ended without a result (exit code {proc.exitcode})") from None
+                if ok == "progress":
+                    if progress is not None:
+                        progress(*value)
+                    continue
                 if ok:
                     return value
                 raise value

@@ -33,6 +33,7 @@ from .corrections import CorrectionTracker
 from .guard import guarded, notify_error, notify_info
 from .loss_plot import LossPlot
 from .refine_queue import RefineQueue, refine_off_thread
+from .remember import remember
 from .training_runner import TrainingRunner
 from .subprocess_job import run_in_process
 
@@ -44,11 +45,11 @@ if TYPE_CHECKING:  # pragma: no cover
 PSEUDO_METHODS = ("random-walker", "auto", "sam", "fusion", "none")
 
 
-def pseudo_in_process(volume: Any, marks: Any, method: str, should_stop: Any = None) -> Any:
+def pseudo_in_process(volume: Any, marks: Any, method: str, should_stop: Any = None, progress: Any = None) -> Any:
     """Pseudo-labels in a spawned process: scipy's walker holds the GIL and would freeze napari."""
     from ..pseudo import make_pseudo_labels
 
-    return run_in_process(make_pseudo_labels, volume, marks, method, should_stop=should_stop)
+    return run_in_process(make_pseudo_labels, volume, marks, method, should_stop=should_stop, progress=progress)
 
 
 def refine_in_process(image: Any, spacing: tuple, pseudo: Any, old: Any, new: Any, should_stop: Any = None) -> Any:
@@ -61,7 +62,7 @@ class TrainingPanel(QGroupBox):
     def __init__(self, host: "SparseSegWidget") -> None:
         super().__init__("Train and correct")
         self.host = host
-        self.loop = CorrectionLoop(pseudo_fn=pseudo_in_process, refine_fn=refine_in_process)
+        self.loop = CorrectionLoop(pseudo_fn=self._pseudo_in_process, refine_fn=refine_in_process)
         self.runner = TrainingRunner(self.loop, self)
         self.runner.status.connect(self._on_status)
         self.runner.pseudo_ready.connect(self._on_pseudo_ready)
@@ -96,6 +97,7 @@ class TrainingPanel(QGroupBox):
         self.stop_btn.clicked.connect(lambda *_: self.stop())
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
+        self._stage_progress: tuple[str, float] | None = None  # the pseudo-label stage's share done
         self.eta = QLabel("idle")
         self.plot = LossPlot()
         self.accept_btn = QPushButton("Accept corrections")
@@ -109,6 +111,10 @@ class TrainingPanel(QGroupBox):
         self.next_btn = QPushButton("Next slice to review")
         self.next_btn.clicked.connect(lambda *_: self.go_next())
         self.compute_on = ComputeOnWidget()  # this machine / a `sparseseg serve`: where the next model trains
+
+        for control, key in ((self.budget, "budget_seconds"), (self.pseudo_method, "pseudo_method"),
+                             (self.strategy, "strategy")):
+            remember(control, key)  # the user's last choice, kept between napari sessions
 
         form = QFormLayout()
         form.addRow("budget", self.budget)
@@ -226,6 +232,17 @@ class TrainingPanel(QGroupBox):
         self._paused = False
         self.runner.start(run)
         self.eta.setText("starting...")
+
+    def _pseudo_in_process(self, volume: Any, marks: Any, method: str, should_stop: Any = None) -> Any:
+        """:func:`pseudo_in_process` with the progress bar following the slices solved."""
+
+        def progress(done: int, total: int) -> None:
+            self._stage_progress = ("pseudo-labels", done / max(total, 1))
+
+        try:
+            return pseudo_in_process(volume, marks, method, should_stop=should_stop, progress=progress)
+        finally:
+            self._stage_progress = None
 
     def _remote_factory(self) -> Any:
         url = self.compute_on.server_url
@@ -357,12 +374,17 @@ class TrainingPanel(QGroupBox):
 
     def _on_status(self, msg: str) -> None:
         self.eta.setText(msg)
+        stage = self._stage_progress  # (name, fraction) set by the job's worker thread, or None
+        if stage is not None:
+            self.progress.setFormat(f"{stage[0]} %p%")
+            self.progress.setValue(int(1000 * stage[1]))
         self._sync_buttons()
 
     def _on_step(self, ev: Any) -> None:
         self.last_event = ev
         total = ev.elapsed + (ev.eta or 0.0)
         if total > 0:
+            self.progress.setFormat("training %p%")
             self.progress.setValue(int(1000 * ev.elapsed / total))
         if ev.losses:
             self.plot.add(ev.step, {k: v for k, v in ev.losses.items()})
