@@ -25,7 +25,7 @@ def main(out: str, batch: int) -> None:
     model = CohortModel(trainer.model, trainer.spec, trainer.metadata(), trainer.device)
     d = dice_per_class(model.predict(vol)[0], gt, (1, 2))
     res = {"rank": distributed.rank(), "world": distributed.world(), "scans_made": pseudo_events,
-           "dice": (d[1] + d[2]) / 2, "first_weight": float(next(iter(trainer.model.parameters())).flatten()[0])}
+           "dice": (d[1] + d[2]) / 2, "first_weight": float(next(iter(trainer.model.parameters())).detach().flatten()[0])}
     Path(out).with_suffix(f".{distributed.rank()}.json").write_text(json.dumps(res))
 
 

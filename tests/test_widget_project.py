@@ -86,7 +86,7 @@ def test_project_loop(widget, study, qtbot, tmp_path) -> None:
         assert w.image_layer.data.shape == dense[sid].shape
         ann = simulate_slices(dense[sid], 3, background_label=w.classes.background, seed=0)
         w.write_marks(np.nonzero(ann.labels), ann.labels[ann.labels != 0])
-        qtbot.waitUntil(lambda: Project.open(folder).scan(sid).status == "marked", timeout=10_000)  # debounced save
+        qtbot.waitUntil(lambda sid=sid: Project.open(folder).scan(sid).status == "marked", timeout=10_000)  # debounced save
     saved = Project.open(folder).load_marks("case1")
     np.testing.assert_array_equal(saved.labels != 0, simulate_slices(dense["case1"], 3, background_label=3, seed=0).labels != 0)
 

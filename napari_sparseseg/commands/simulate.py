@@ -11,7 +11,6 @@ import argparse
 from pathlib import Path
 
 from ..annotations.annotators import GRAMMAR, AnnotatorSpec, parse_annotator
-from ..errors import AnnotationError
 
 MODES_HELP = GRAMMAR
 #: the CLI's names for the shared grammar (:mod:`napari_sparseseg.annotations.annotators`)
@@ -43,10 +42,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..annotations import save_annotation
-    from ..annotations.annotators import simulate
-    from ..io import read_labels
-
     from ..io.outputs import OutputSet
 
     mode = parse_mode(args.mode)
@@ -58,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace, mode, out: Path) -> int:
-    from ..annotations import save_annotation, simulate_points, simulate_scribbles, simulate_slices
+    from ..annotations import save_annotation
+    from ..annotations.annotators import simulate
     from ..io import read_labels
 
     gt = read_labels(args.labels)
