@@ -28,7 +28,7 @@ def write_report(out: Path, meta: dict[str, Any], md: Path) -> None:
     chosen = json.loads((out / "chosen.json").read_text()) if (out / "chosen.json").exists() else {}
     L = ["# Learning across scans from sparse marks (bench/scripts/bench_study.py)", "",
          f"Machine: {meta['machine']}; device `{meta['device']}`, {meta['workers']} worker processes; "
-         f"{meta['steps']} steps per study model; wall time {meta['wall_s'] / 60:.1f} min.", "",
+         f"{meta.get('budget_note') or str(meta['steps']) + ' steps per study model'}; wall time {meta['wall_s'] / 60:.1f} min.", "",
          f"Regenerate: `{meta['command']}`", "",
          "Dice: patient-level mean (a patient's frames averaged first) with a 95 % bootstrap interval. "
          "*unmarked*: Dice on the voxels the scan's own marks do not cover. Dense labels are never an input, "

@@ -26,7 +26,8 @@ class CohortConfig:
         refresh_at: fractions of the budget at which every training scan's pseudo-labels are
             re-estimated by the cohort network (self-training across scans): the network has seen
             every scan, so where it and the scan's own walker agree the target is kept, where they
-            disagree the voxel is dropped.  Empty = off.
+            disagree the voxel is dropped.  Empty = off, the default: on the ACDC validation split it
+            cost 0.05 Dice without marks for +0.007 with them (bench/results/study).
         prior_residual: add the prior's log-probabilities to the network's output (the per-scan
             trainer's default): with a scan's marks the untrained network already predicts its
             pseudo-labels and learns corrections; with the uniform prior it changes nothing.
@@ -49,7 +50,7 @@ class CohortConfig:
     w_pseudo: float = 1.0
     w_dice: float = 0.5
     prior_dropout: float = 0.5
-    refresh_at: tuple[float, ...] = (0.5,)
+    refresh_at: tuple[float, ...] = ()
     prior_residual: bool = False
     mutual: bool = False
     w_mutual: float = 0.5
