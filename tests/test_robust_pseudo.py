@@ -8,7 +8,7 @@ import pytest
 from napari_sparseseg.annotations.sparse import SparseAnnotation
 from napari_sparseseg.errors import AnnotationError, PseudoLabelError
 from napari_sparseseg.pseudo import make_pseudo_labels
-from napari_sparseseg.pseudo.normalize import normalize_intensity
+from napari_sparseseg.pseudo.normalize import percentile_unit_range
 from napari_sparseseg.pseudo.walker import random_walker_pseudo, walker_probabilities
 
 
@@ -34,7 +34,7 @@ def test_constant_slice_in_a_textured_volume() -> None:
     rng = np.random.default_rng(0)
     img = rng.normal(size=(3, 24, 24)).astype(np.float32)
     img[1] = 3.0  # the marked slice carries two labels and no contrast
-    p = walker_probabilities(normalize_intensity(img)[1], np.where(_two_class_marks(img.shape)[1] == 2, 1,
+    p = walker_probabilities(percentile_unit_range(img)[1], np.where(_two_class_marks(img.shape)[1] == 2, 1,
                              np.where(_two_class_marks(img.shape)[1] == 1, 2, 0)), 2)
     assert np.all(np.isfinite(p)) and np.allclose(p.sum(0), 1.0, atol=1e-3)
 
@@ -43,9 +43,9 @@ def test_normalisation_keeps_a_small_bright_structure() -> None:
     img = np.zeros((10, 20, 20), np.float32)
     img[5, 10, 10] = 100.0
     img[5, 10, 11] = 50.0  # below 0.5 % of the voxels: the 99.5th percentile is 0
-    out = normalize_intensity(img)
+    out = percentile_unit_range(img)
     assert out[5, 10, 10] == pytest.approx(1.0) and out[5, 10, 11] == pytest.approx(0.5)
-    assert not normalize_intensity(np.full((2, 3, 3), 9.0)).any()
+    assert not percentile_unit_range(np.full((2, 3, 3), 9.0)).any()
 
 
 def test_time_limit_stops_pseudo_labels_with_a_clear_error() -> None:
