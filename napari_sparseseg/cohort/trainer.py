@@ -5,8 +5,8 @@ those marks (confidence-weighted CE + Dice, SA-Net's threshold).  Dense labels a
 What makes it more than its pseudo-labels:
 
 * it sees every scan, so the per-scan walker's mistakes (which differ from scan to scan) average
-  out, and half way through the budget it re-estimates each scan's targets where it and the
-  scan's walker agree (``refresh_at``: self-training across scans);
+  out; optionally it re-estimates each scan's targets where it and the scan's walker agree
+  (``refresh_at``: self-training across scans; off by default, it lost on the validation split);
 * its input is the image plus a prior (the pseudo-label probabilities), dropped to a uniform prior
   for half the crops (``prior_dropout``), so one network segments a new scan with no marks at all
   and uses the marks' prior when a scan has some;

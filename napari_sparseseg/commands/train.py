@@ -115,12 +115,18 @@ def run(args: argparse.Namespace) -> int:
     if args.pseudo_method:
         cfg.pseudo_method = args.pseudo_method
     trainer = CohortTrainer(scans, cfg, init=args.init, workdir=workdir, resume=args.resume)
+    from ..cohort import distributed
+
+    if not distributed.is_main():  # under torchrun: one process reports and writes, the others only train
+        args.quiet = True
     _say(args, f"{len(trainer.scans)} marked scans, {len(trainer.classes)} classes; training on {trainer.device} "
                f"for {args.budget_seconds:.0f} s (work folder {workdir})")
     from ._cohort_run import drive
 
     last = drive(trainer, budget_seconds=args.budget_seconds, quiet=args.quiet, say=lambda m: _say(args, m, force=True))
     cancelled = last is None or last.kind == "cancelled"
+    if not distributed.is_main():
+        return 130 if cancelled else 0
     if cancelled:  # the work folder's checkpoint lets --resume continue from here
         from ..cohort.resume import save_resume
 
