@@ -186,3 +186,27 @@ def test_project_train_predict_next(tmp_path, three_cases, capsys) -> None:
     assert sorted(p.name for p in out.iterdir()) == ["case1.nii.gz"]
     assert read_labels(out / "case1.nii.gz", like=read_volume(images[1])).shape == read_volume(images[1]).shape
     assert Project.open(d).scan("case1").status == "exported"
+
+
+def test_train_runs_unchanged_under_torchrun(tmp_path, three_cases) -> None:
+    """The same `sparseseg train` command under `torchrun --nproc_per_node 2` (gloo on the CPU): each
+    process makes the pseudo-labels of its share of the scans, one writes the model, which loads."""
+    import os
+    import subprocess
+    import sys
+
+    from napari_sparseseg.cohort import CohortModel
+
+    images, labels = three_cases
+    marks = _marks_folder(tmp_path, images, labels, which=(0, 1, 2))
+    model = tmp_path / "ddp.safetensors"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "napari_sparseseg.cli", "train", *map(str, images), "--annotations", str(marks), "-o", str(model),
+           "--budget-seconds", "600", "--max-steps", "6", "--device", "cpu", "--threads", "1", "--quiet"]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    m = CohortModel.load(model, device="cpu")
+    assert m.meta["steps"] == 6 and sorted(m.meta["cohort"]["scans"]) == ["case0", "case1", "case2"]
+    labels_pred, _ = m.predict(read_volume(images[2]))
+    assert labels_pred.shape == read_volume(images[2]).shape
