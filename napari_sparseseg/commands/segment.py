@@ -42,6 +42,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "clg-vq, rada, dk-uxnet (see docs/methods/); --init/--save-model need the default")
     p.add_argument("--max-steps", type=int, default=None, help="stop training after this many steps (and the budget)")
     p.add_argument("--uncertainty", type=Path, default=None, help="also write the per-voxel uncertainty map")
+    p.add_argument("--preview", type=Path, default=None,
+                   help="write the first streamed prediction here (atomically) as soon as it exists")
+    p.add_argument("--no-progressive", dest="progressive", action="store_false",
+                   help="wait for the complete pseudo-labels before training (default: start on the walker's "
+                   "map and fold the SAM-fused slices in as they are ready)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
@@ -78,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     from ..io import read_volume
     from ..training import TrainConfig, Trainer
 
-    _check_outputs([args.output, args.save_model, args.uncertainty], args.overwrite)
+    _check_outputs([args.output, args.save_model, args.uncertainty, args.preview], args.overwrite)
     if args.method != "default":
         from ..errors import SparsesegError
         from ..methods import load_all
@@ -97,19 +102,25 @@ def run(args: argparse.Namespace) -> int:
 
         state, meta = load_checkpoint(args.init)
         init = {"state_dict": state, "meta": {**meta, "_source": args.init.name}}
+    from .segment_stream import first_pseudo, start_second_stage
+
+    progressive = None
     pseudo = None
     if args.pseudo_method != "none":
-        from ..pseudo import make_pseudo_labels
-
         _say(args, f"pseudo-labels ({args.pseudo_method}) ...")
-        pseudo = make_pseudo_labels(image, ann, method=args.pseudo_method, threshold=args.threshold)
-        _say(args, f"pseudo-labels ready in {time.perf_counter() - t0:.1f} s")
+        progressive, pseudo = first_pseudo(image, ann, args.pseudo_method, args.threshold,
+                                           progressive=args.progressive and args.method == "default"
+                                           and args.budget_seconds > 0 and args.max_steps != 0)
+        stage = "first stage (walker) " if progressive is not None and progressive.has_second_stage else ""
+        _say(args, f"pseudo-labels {stage}ready in {time.perf_counter() - t0:.1f} s")
     cfg = TrainConfig(seed=args.seed, device=args.device, network=args.network, budget_seconds=args.budget_seconds,
                       max_steps=args.max_steps, threshold=args.threshold, threads=args.threads,
-                      preview_every_seconds=1e9, first_preview_seconds=1e9)
+                      preview_every_seconds=1e9, first_preview_seconds=0.0 if args.preview else 1e9)
     if args.method != "default":
         return _run_method(args, image, ann, pseudo, cfg, t0)
     trainer = Trainer(image, ann, cfg, pseudo=pseudo, init=init)
+    start_second_stage(progressive, trainer, ann, lambda msg: _say(args, msg), t0)
+    preview_due = args.preview is not None
     if args.budget_seconds <= 0 or args.max_steps == 0:
         _say(args, f"no training: prediction of {'the loaded model' if init else 'the untrained network (= pseudo-labels)'}")
     else:
@@ -127,11 +138,17 @@ def run(args: argparse.Namespace) -> int:
                 bar.n = min(round(ev.elapsed), bar.total)
                 if ev.losses:
                     bar.set_postfix_str(f"step {ev.step} loss {ev.losses['total']:.3f}", refresh=True)
+            if preview_due and ev.prediction is not None and ev.kind in ("prediction", "done"):
+                _write(args.preview, ev.prediction, image)
+                preview_due = False
+                _say(args, f"first prediction written to {args.preview} after {time.perf_counter() - t0:.1f} s")
             if ev.kind == "done":
                 final = ev
     finally:
         if bar is not None:
             bar.close()
+        if progressive is not None:
+            progressive.stop(wait=True)
     assert final is not None and final.prediction is not None
     _write(args.output, final.prediction, image)
     if args.uncertainty is not None and final.uncertainty is not None:

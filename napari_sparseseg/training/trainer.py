@@ -131,24 +131,31 @@ class Trainer:
     def paused(self) -> bool:
         return self._pause.is_set()
 
-    def update_annotation(self, ann: SparseAnnotation, pseudo: Any | None = None) -> None:
-        """New marks (and optionally new pseudo-labels): training continues from the current weights."""
+    def update_annotation(self, ann: SparseAnnotation, pseudo: Any | None = None, *, restart: bool = True) -> None:
+        """New marks (and optionally new pseudo-labels): training continues from the current weights.
+
+        ``restart=False`` swaps the data without restarting the budget and the learning-rate cosine:
+        for better pseudo-labels of the *same* marks arriving while training runs (SAM-fused slices
+        folded in over the walker's, ``pseudo.progressive``), which is not new work for the user.
+        """
         ann.validate(self.image.shape)
         if tuple(ann.classes) != self.classes:
             raise AnnotationError(f"classes changed from {list(self.classes)} to {list(ann.classes)}; start a new model")
         with self._lock:
-            self._pending = (ann, pseudo if pseudo is not None else self.pseudo)
+            restart = bool(restart or (self._pending is not None and self._pending[2]))
+            self._pending = (ann, pseudo if pseudo is not None else self.pseudo, restart)
 
     def _apply_pending(self) -> bool:
+        """Swap in pending marks/pseudo-labels; True when the budget and schedule should restart."""
         with self._lock:
             pending, self._pending = self._pending, None
         if pending is None:
             return False
-        ann, pseudo = pending
+        ann, pseudo, restart = pending
         data = self._build_data(ann, pseudo)
         with self._lock:
             self.annotation, self.pseudo, self._data = ann, pseudo, data
-        return True
+        return restart
 
     # ------------------------------------------------------------------ steps
     def _lr_at(self, frac: float, scale: float = 1.0) -> float:
