@@ -100,7 +100,8 @@ class ProgressivePseudo:
         else:
             from .slice_fusion import SliceFusion
 
-            sf = SliceFusion(self.ann, self.walker, cache)
+            # in place: the trainer copied the walker's map into its own tensors already
+            sf = SliceFusion(self.ann, self.walker, cache, inplace=True)
             last = time.perf_counter()
             for z in sf.order:
                 if self._stop.is_set():

@@ -263,13 +263,14 @@ def sam_pseudo(
 
             enable_fast_encoder(be)
         cache = EmbeddingCache(be, img01, cache_dir=cache_dir)
+    own_walker = walker is None
     if walker is None:
         walker = random_walker_pseudo(image, ann, spacing=spacing)
     if method == "fusion":
         from .slice_fusion import SliceFusion
 
         sf = SliceFusion(ann, walker, cache, lam=lam, lam_nested=lam_nested, box_margin=box_margin,
-                         use_points=bool(options.get("use_points", False)))
+                         use_points=bool(options.get("use_points", False)), inplace=own_walker)
         for k, z in enumerate(sf.order):
             sf.fuse_slice(z)
             if progress:

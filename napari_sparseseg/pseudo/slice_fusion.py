@@ -31,10 +31,14 @@ class SliceFusion:
         ann: the marks.  walker: the walker's pseudo-labels (marks already mixed in, probabilities set).
         cache: embeddings of the volume (``EmbeddingCache``; only the slices fused are ever encoded).
         lam, lam_nested, box_margin, use_points: as in :func:`sam_fusion.sam_pseudo`.
+        inplace: write the fused slices into ``walker``'s own arrays (no copy of three volume-sized
+            arrays) when the caller has no further use for the walker's map.  Safe: a slice of the
+            walker is read only to fuse that same slice.
     """
 
     def __init__(self, ann: SparseAnnotation, walker: PseudoLabels, cache: EmbeddingCache, *, lam: float = 0.3,
-                 lam_nested: float | None = None, box_margin: float = 0.1, use_points: bool = False) -> None:
+                 lam_nested: float | None = None, box_margin: float = 0.1, use_points: bool = False,
+                 inplace: bool = False) -> None:
         if walker.probabilities is None:
             raise ValueError("the fusion needs the walker's probabilities")
         self.ann = ann
@@ -47,9 +51,9 @@ class SliceFusion:
         self.lam, self.lam_nested = lam, lam_nested
         self._walker = walker
         # the output starts as the walker's map: valid at every moment, refined slice by slice
-        self.probabilities = np.array(walker.probabilities, dtype=np.float32, copy=True)
-        self.labels = np.array(walker.labels, dtype=np.int16, copy=True)
-        self.confidence = np.array(walker.confidence, dtype=np.float32, copy=True)
+        self.probabilities = np.array(walker.probabilities, dtype=np.float32, copy=not inplace)
+        self.labels = np.array(walker.labels, dtype=np.int16, copy=not inplace)
+        self.confidence = np.array(walker.confidence, dtype=np.float32, copy=not inplace)
         nz = self.labels.shape[0]
         self.fused = np.zeros(nz, dtype=bool)
         self.scores: dict[int, dict[int, float]] = {}
@@ -75,7 +79,7 @@ class SliceFusion:
             self.fused[z] = True
             return
         maps, sc = _class_maps(self.cache, z, prompts, self.nesting, self.use_points)
-        pw = self._walker.probabilities[:, z]
+        pw = np.array(self._walker.probabilities[:, z], dtype=np.float32)  # a copy: inplace writes slice z below
         ps = _stack(pw.shape[1:], self.classes, maps, pw)
         lam = self.lams.reshape(-1, 1, 1)
         p = (1.0 - lam) * pw + lam * ps

@@ -22,6 +22,7 @@ from scipy import ndimage as ndi
 from skimage.segmentation import random_walker
 
 from ..annotations.sparse import SparseAnnotation
+from .compact import argmax_labels
 from .normalize import normalize_intensity
 from .types import PseudoLabels
 
@@ -98,9 +99,12 @@ def _walker3d(image: np.ndarray, seeds: np.ndarray, n_channels: int, beta: float
         zoom_back = [a / b for a, b in zip(image.shape, img_s.shape)]
         # mode="nearest": with the default cval 0, rounding puts the last column just outside the
         # grid on every other row, and those voxels came back with all-zero probabilities
-        probs = np.stack([ndi.zoom(p, zoom_back, order=1, mode="nearest") for p in probs])
-        probs = probs[:, : image.shape[0], : image.shape[1], : image.shape[2]]
-        probs = np.clip(probs, 0, 1)
+        # one channel at a time into one float32 volume, clipped and normalised in place: on a
+        # 512 x 512 x 300 scan a stacked copy plus clip/normalise temporaries cost ~2.5 GB more
+        full = np.empty((probs.shape[0],) + image.shape, dtype=np.float32)
+        for k, p in enumerate(probs):
+            full[k] = ndi.zoom(p, zoom_back, order=1, mode="nearest")[: image.shape[0], : image.shape[1], : image.shape[2]]
+        probs = np.clip(full, 0, 1, out=full)
         probs /= np.maximum(probs.sum(0, keepdims=True), 1e-6)
     return probs.astype(np.float32)
 
@@ -151,9 +155,7 @@ def random_walker_pseudo(
             p3 = _walker3d(img, seeds, n_ch, beta, spacing)
             probs[:, todo] = p3[:, todo]
             conf[todo] = p3[:, todo].max(0)
-    lab_idx = probs.argmax(0)
-    lut = np.array((0,) + classes, dtype=np.int16)
-    labels = lut[lab_idx]
+    labels = argmax_labels(probs, np.array((0,) + classes, dtype=np.int16))
     info = {"method": "random-walker", "unmarked": mode_used, "slices_with_marks": int(done.sum()),
             "beta": beta}
-    return PseudoLabels(labels, conf, probs, classes, info).with_marks(ann)
+    return PseudoLabels(labels, conf, probs, classes, info).with_marks(ann, copy=False)

@@ -24,7 +24,7 @@ from . import augment as aug
 from .checkpoint import check_compatible, load_checkpoint, save_checkpoint
 from .config import TrainConfig, TrainEvent, cosine_lr
 from .data import TrainingData, build_training_data, channel_to_class, crop_batch, normalise_intensity
-from .inference import predict_probabilities, probabilities_to_outputs
+from .inference import predict_outputs, predict_probabilities
 from .losses import consistency, partial_ce, soft_dice, weighted_ce
 
 
@@ -115,7 +115,8 @@ class Trainer:
         return 8 if self.spec.dims == 2 else 4
 
     def _build_data(self, ann: SparseAnnotation, pseudo: Any | None) -> TrainingData:
-        return build_training_data(self._norm_image, ann, pseudo, self.use_prior, self.config.threshold, self._rng)
+        return build_training_data(self._norm_image, ann, pseudo, self.use_prior, self.config.threshold, self._rng,
+                                   compact=True)
 
     # --------------------------------------------------------------- controls
     def pause(self) -> None:
@@ -210,9 +211,15 @@ class Trainer:
 
     def predict(self) -> tuple[np.ndarray, np.ndarray]:
         """Label map (annotation's class ids, 0 = background) and uncertainty in [0, 1]."""
-        prob = self.predict_proba()
-        assert prob is not None
-        return probabilities_to_outputs(prob, channel_to_class(self.classes))
+        out = self._predict_outputs()
+        assert out is not None
+        return out
+
+    def _predict_outputs(self, should_stop: Any = None) -> tuple[np.ndarray, np.ndarray] | None:
+        """Labels + uncertainty, chunk by chunk (no full-size probability volume)."""
+        with self._lock:
+            return predict_outputs(self.model, self._data.x, self.spec.dims, self.device,
+                                   channel_to_class(self.classes), self.config.sw_roi, should_stop)
 
     # ------------------------------------------------------------------- loop
     def run(self) -> Iterator[TrainEvent]:
@@ -269,10 +276,10 @@ class Trainer:
                     yield ev
 
     def _prediction_event(self, kind: str, clock: "_PausableClock", budget: float, lr: float, losses: dict[str, float]) -> TrainEvent | None:
-        prob = self.predict_proba(should_stop=self._cancel.is_set)
-        if prob is None:
+        outs = self._predict_outputs(should_stop=self._cancel.is_set)
+        if outs is None:
             return None
-        labels, unc = probabilities_to_outputs(prob, channel_to_class(self.classes))
+        labels, unc = outs
         changed = _changed_box(self._last_labels, labels)
         self._last_labels = labels
         el = clock.elapsed()
