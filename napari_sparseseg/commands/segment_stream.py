@@ -31,12 +31,18 @@ def first_pseudo(image: Volume, ann: SparseAnnotation, method: str, threshold: f
 
 
 def start_second_stage(prog: Any, trainer: Any, ann: SparseAnnotation, say: Callable[[str], None], t0: float) -> None:
-    """Run the SAM stage in the background; each part replaces the trainer's pseudo-labels (same budget)."""
+    """Run the SAM stage in the background; each part replaces the trainer's pseudo-labels.
+
+    Partial maps keep the budget and schedule; the complete map is a warm start (the Trainer's usual
+    ``update_annotation``: a fresh half budget at the warm learning rate), so the network always
+    gets a stretch of training on the final pseudo-labels -- on a busy 2-core machine SAM can
+    finish near the end of the budget (measured: bench/results/speed/speed.md).
+    """
     if prog is None or not prog.has_second_stage:
         return
 
     def deliver(pseudo: Any, final: bool) -> None:
-        trainer.update_annotation(ann, pseudo, restart=False)
+        trainer.update_annotation(ann, pseudo, restart=final)
         if final:
             say(f"SAM-fused pseudo-labels folded in after {time.perf_counter() - t0:.1f} s "
                 f"({pseudo.info.get('sam_slices', '?')} slices embedded or read from the cache)")
