@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
 
         state, meta = load_checkpoint(args.init)
         init = {"state_dict": state, "meta": {**meta, "_source": args.init.name}}
-    from .segment_stream import first_pseudo, start_second_stage
+    from .segment_stream import first_pseudo, needs_final_round, start_second_stage
 
     progressive = None
     pseudo = None
@@ -132,18 +132,23 @@ def run(args: argparse.Namespace) -> int:
 
         bar = tqdm(total=round(args.budget_seconds), unit="s", file=sys.stderr, desc="training", leave=True,
                    bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s {postfix}")
+    runs = [trainer.run()]
     try:
-        for ev in trainer.run():
-            if bar is not None and ev.kind in ("step", "done"):
-                bar.n = min(round(ev.elapsed), bar.total)
-                if ev.losses:
-                    bar.set_postfix_str(f"step {ev.step} loss {ev.losses['total']:.3f}", refresh=True)
-            if preview_due and ev.prediction is not None and ev.kind in ("prediction", "done"):
-                _write(args.preview, ev.prediction, image)
-                preview_due = False
-                _say(args, f"first prediction written to {args.preview} after {time.perf_counter() - t0:.1f} s")
-            if ev.kind == "done":
-                final = ev
+        while runs:
+            for ev in runs.pop():
+                if bar is not None and ev.kind in ("step", "done"):
+                    bar.n = min(round(ev.elapsed), bar.total)
+                    if ev.losses:
+                        bar.set_postfix_str(f"step {ev.step} loss {ev.losses['total']:.3f}", refresh=True)
+                if preview_due and ev.prediction is not None and ev.kind in ("prediction", "done"):
+                    _write(args.preview, ev.prediction, image)
+                    preview_due = False
+                    _say(args, f"first prediction written to {args.preview} after {time.perf_counter() - t0:.1f} s")
+                if ev.kind == "done":
+                    final = ev
+            if final is not None and needs_final_round(progressive, trainer):
+                _say(args, "training on the complete SAM-fused pseudo-labels (warm start, half the budget)")
+                runs.append(trainer.run())
     finally:
         if bar is not None:
             bar.close()

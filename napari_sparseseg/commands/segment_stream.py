@@ -48,3 +48,15 @@ def start_second_stage(prog: Any, trainer: Any, ann: SparseAnnotation, say: Call
                 f"({pseudo.info.get('sam_slices', '?')} slices embedded or read from the cache)")
 
     prog.start(deliver)
+
+
+def needs_final_round(prog: Any, trainer: Any) -> bool:
+    """After the budget: wait for the SAM stage; True if its complete map arrived too late to be trained on.
+
+    Then the caller runs the trainer once more (a warm start), so the saved model has always seen the
+    final pseudo-labels, whatever the machine's load.
+    """
+    if prog is None or not prog.has_second_stage:
+        return False
+    prog.join()
+    return prog.error is None and trainer.has_pending_update

@@ -153,8 +153,10 @@ def random_walker_pseudo(
             conf[todo] = probs[:, todo].max(0)
         else:
             p3 = _walker3d(img, seeds, n_ch, beta, spacing)
-            probs[:, todo] = p3[:, todo]
-            conf[todo] = p3[:, todo].max(0)
+            for z in todo:  # slice by slice: no volume-sized fancy-index copies
+                probs[:, z] = p3[:, z]
+                conf[z] = p3[:, z].max(0)
+            del p3
     labels = argmax_labels(probs, np.array((0,) + classes, dtype=np.int16))
     info = {"method": "random-walker", "unmarked": mode_used, "slices_with_marks": int(done.sum()),
             "beta": beta}

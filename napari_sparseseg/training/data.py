@@ -31,10 +31,12 @@ def normalise_intensity(image: np.ndarray, percentiles: Sequence[float] = PERCEN
     lo, hi = (float(v) for v in np.percentile(vals, list(percentiles))) if vals.size else (0.0, 1.0)
     if hi <= lo:
         hi = lo + 1.0
-    out = np.clip(np.where(finite, arr, lo), lo, hi)
+    out = np.where(finite, arr, np.float32(lo)).astype(np.float32, copy=False)  # one copy, then in place
+    np.clip(out, lo, hi, out=out)
     mean, std = float(out.mean()), float(out.std()) or 1.0
-    out = (out - mean) / std
-    return out.astype(np.float32), {"method": "percentile_zscore", "percentiles": list(percentiles), "lo": lo, "hi": hi, "mean": mean, "std": std}
+    out -= mean
+    out /= std
+    return out, {"method": "percentile_zscore", "percentiles": list(percentiles), "lo": lo, "hi": hi, "mean": mean, "std": std}
 
 
 def class_to_channel(classes: Sequence[int]) -> dict[int, int]:

@@ -146,6 +146,12 @@ class Trainer:
             restart = bool(restart or (self._pending is not None and self._pending[2]))
             self._pending = (ann, pseudo if pseudo is not None else self.pseudo, restart)
 
+    @property
+    def has_pending_update(self) -> bool:
+        """True while marks/pseudo-labels given to :meth:`update_annotation` are not trained on yet."""
+        with self._lock:
+            return self._pending is not None
+
     def _apply_pending(self) -> bool:
         """Swap in pending marks/pseudo-labels; True when the budget and schedule should restart."""
         with self._lock:
