@@ -119,8 +119,13 @@ def run(args: argparse.Namespace) -> int:
     if args.method != "default":
         return _run_method(args, image, ann, pseudo, cfg, t0)
     trainer = Trainer(image, ann, cfg, pseudo=pseudo, init=init)
-    start_second_stage(progressive, trainer, ann, lambda msg: _say(args, msg), t0)
     preview_due = args.preview is not None
+
+    def second_stage() -> None:
+        start_second_stage(progressive, trainer, ann, lambda msg: _say(args, msg), t0)
+
+    if not preview_due:
+        second_stage()  # with --preview: after the first prediction, which SAM's set-up would slow down
     if args.budget_seconds <= 0 or args.max_steps == 0:
         _say(args, f"no training: prediction of {'the loaded model' if init else 'the untrained network (= pseudo-labels)'}")
     else:
@@ -144,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
                     _write(args.preview, ev.prediction, image)
                     preview_due = False
                     _say(args, f"first prediction written to {args.preview} after {time.perf_counter() - t0:.1f} s")
+                    second_stage()
                 if ev.kind == "done":
                     final = ev
             if final is not None and needs_final_round(progressive, trainer):
