@@ -78,10 +78,20 @@ def walker_probabilities(
     return out
 
 
+#: the 3D walker's solver (scikit-image, float64 Laplacian + conjugate gradients) needs ~0.6 kB per
+#: voxel: 4.9 M voxels (300 x 128 x 128) peaked at +2.9 GB.  Larger scans are downsampled in-plane
+#: further to stay under this; every shared data set (at most 0.4 M voxels after the 128 cap) is below it.
+MAX_WALKER3D_VOXELS = 2_500_000
+
+
 def _walker3d(image: np.ndarray, seeds: np.ndarray, n_channels: int, beta: float,
               spacing: tuple[float, ...], max_inplane: int = 128) -> np.ndarray:
-    """3D walker, in-plane downsampled so that no in-plane side exceeds ``max_inplane``."""
+    """3D walker, in-plane downsampled so that no in-plane side exceeds ``max_inplane`` (and the whole
+    grid stays under :data:`MAX_WALKER3D_VOXELS`)."""
     f = max(1.0, max(image.shape[1:]) / max_inplane)
+    inplane = image.shape[1] * image.shape[2] / f**2
+    if image.shape[0] * inplane > MAX_WALKER3D_VOXELS:
+        f *= float(np.sqrt(image.shape[0] * inplane / MAX_WALKER3D_VOXELS))
     if f > 1.0:
         small_shape = (image.shape[0],) + tuple(max(2, int(round(s / f))) for s in image.shape[1:])
         zoom = [a / b for a, b in zip(small_shape, image.shape)]
