@@ -436,20 +436,69 @@ def _meta_line(part: dict) -> str:
             f"{m.get('load_at_end', '?')} at end; {m.get('seconds', '?')} s._")
 
 
+def _goals(res: dict) -> list[str]:
+    """One row per goal: today's figure, this branch's, the goal, met or the distance."""
+    rows = []
+
+    def row(what: str, today, now, goal: float, unit: str, fmt: str = ".1f", lower_better: bool = True) -> None:
+        if now is None:
+            return
+        met = now <= goal if lower_better else now >= goal
+        verdict = "met" if met else f"not met ({now - goal:+{fmt}} {unit})"
+        rows.append(f"| {what} | {_f(today, fmt, ' ' + unit)} | **{now:{fmt}} {unit}** | {goal:{fmt}} {unit} | {verdict} |")
+
+    f = res.get("first", {}).get("cases", {})
+    for c, goal in ((f"ACDC {ACDC_FIRST}", 10.0), ("demo sample (hippocampus_001)", 5.0)):
+        if c in f:
+            r = list(f[c].values())
+            row(f"first streamed prediction, {c} (cold cache)", r[0]["first_prediction_s"], r[1]["first_prediction_s"], goal, "s")
+            rows.append(f"| final Dice at the same budget, {c} | {r[0]['dice_final']:.3f} | **{r[1]['dice_final']:.3f}** "
+                        f"(warm cache {r[2]['dice_final']:.3f}) | no loss | "
+                        f"{'met' if r[1]['dice_final'] >= r[0]['dice_final'] - 0.005 else 'not met'} |")
+    if "pseudo" in res:
+        m = res["pseudo"]["mean"]
+        row("fusion time / walker time, ACDC, cold cache", m["today_fusion_s"] / m["walker_s"], m["fusion_cold_s"] / m["walker_s"], 2.0, "x")
+        row("fusion time / walker time, ACDC, warm cache (second run)", m["today_fusion_s"] / m["walker_s"], m["fusion_warm_s"] / m["walker_s"], 2.0, "x")
+        rows.append(f"| fusion Dice, ACDC | {m['today_fusion_dice']:.3f} | **{m['fusion_cold_dice']:.3f}** | >= today's | "
+                    f"{'met' if m['fusion_cold_dice'] >= m['today_fusion_dice'] else 'not met'} |")
+    if "sam" in res:
+        e, d = res["sam"]["encoder"], res["sam"]["decoder"]
+        today = next(v["median_s"] for k, v in e.items() if "today" in k)
+        best = min(v["median_s"] for k, v in e.items() if (v["mask_dice_vs_eager_min"] or 0) >= 0.99)
+        row("encoder per slice (best variant with mask Dice >= 0.99)", today, best, 0.3, "s", ".2f")
+        dt = next(v["median_ms"] for k, v in d.items() if "today" in k)
+        row("decoder per box (best variant)", dt, min(v["median_ms"] for v in d.values()), 25.0, "ms")
+        row("click to mask (SAM panel call, headless)", None, res["sam"]["click_to_mask_ms"], 50.0, "ms")
+    if "memory" in res and len(res["memory"]["runs"]) == 2:
+        t, n = res["memory"]["runs"].values()
+        row("peak RSS, segment on 512 x 512 x 300", t["peak_rss_gib"], n["peak_rss_gib"], 4.0 * 1e9 / 2**30, "GiB", ".2f")
+    if "demo" in res and len(res["demo"]["runs"]) == 2:
+        t, n = res["demo"]["runs"].values()
+        row("scripts/demo.sh steps after set-up", t["wall_s"], n["wall_s"], 60.0, "s", ".0f")
+        rows.append(f"| demo Dice | {t['dice']:.3f} | **{n['dice']:.3f}** | no loss | {'met' if n['dice'] >= t['dice'] - 0.005 else 'not met'} |")
+    if not rows:
+        return []
+    return ["## Goals", "", "Each figure beside today's, from the tables below (same runs).", "",
+            "| goal | today | this branch | goal | verdict |", "|---|---|---|---|---|", *rows, ""]
+
+
 def markdown(res: dict) -> str:
     """Every goal beside today's figure (from the sections present in ``res``)."""
     L = ["# Interactive speed and memory (bench/scripts/bench_speed.py)", "",
          "Regenerate: `git archive <base-commit> | tar -x -C /tmp/base && OMP_NUM_THREADS=1 python "
          "bench/scripts/bench_speed.py --baseline /tmp/base` (sections: `--sections first,pseudo,sam,memory,demo`).",
-         "The machine is a shared 2-core VM whose load average was 8-14 during these runs (several other jobs): absolute",
-         "times are inflated several-fold; the rows of one table ran in the same process or back to back, so compare",
-         "within a table.", ""]
+         "The machine is a shared 2-core VM (several other jobs; each section notes its load average, 2.5-15 here):",
+         "absolute times are inflated by the load, several-fold at the worst; the rows of one table ran in the same",
+         "process or back to back, so compare within a table.", ""]
+    L += _goals(res)
     if "first" in res:
         p = res["first"]
         L += ["## Time to the first streamed prediction (`segment --preview`)", "", _meta_line(p), "",
               f"Seconds from the start of `segment` (after Python imports) until the first prediction is on disk; "
               f"training budget {p['budget_s']:.0f} s; Dice = mean over classes vs the expert labels. Goal: <= 10 s "
-              "on ACDC, <= 5 s on the demo sample.", "",
+              "on ACDC, <= 5 s on the demo sample. 'today' is this branch with `--no-progressive` (all pseudo-labels "
+              "before training, today's order; today's `segment` has no `--preview`). The first prediction is the "
+              "walker's map after one training step (Dice first); the fused map arrives later (SAM folded in).", "",
               "| case | start | first prediction | (from process spawn) | SAM folded in | Dice first | Dice final |",
               "|---|---|---|---|---|---|---|"]
         for c, rows in p["cases"].items():
@@ -492,7 +541,9 @@ def markdown(res: dict) -> str:
         L += ["## Peak RSS of a whole `sparseseg segment` on a synthetic 512 x 512 x 300 scan", "", _meta_line(p), "",
               f"float32 volume, an ellipsoid spanning 24 slices, 3 labelled slices (background 2), default pseudo-labels "
               f"(walker + SAM fusion), {p['budget_s']:.0f} s training, final prediction written; peak RSS of the "
-              "`segment` process from `wait4`. Goal: <= 4 GB.", "", "| code | peak RSS | wall |", "|---|---|---|"]
+              "`segment` process from `wait4`; this branch runs with `--no-progressive`, so both do the same work (the",
+              "whole fusion, then training). Goal: <= 4 GB. About 1 GiB of either figure is the imported libraries",
+              "(torch, MONAI, ONNX Runtime) before any data is read.", "", "| code | peak RSS | wall |", "|---|---|---|"]
         L += [f"| {k} | **{r['peak_rss_gib']:.2f} GiB** | {r['wall_s']:.0f} s |" for k, r in p["runs"].items()]
         L.append("")
     if "demo" in res:
