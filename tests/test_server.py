@@ -19,8 +19,8 @@ from _server_process import REPO, TOKEN, server_env, start_server, stop_server  
 
 from napari_sparseseg.cli import main  # noqa: E402
 
-IMG = REPO / "sample_data" / "hippocampus" / "imagesTr" / "hippocampus_001.nii.gz"
-GT = REPO / "sample_data" / "hippocampus" / "labelsTr" / "hippocampus_001.nii.gz"
+IMG = REPO / "napari_sparseseg" / "sample_data" / "hippocampus" / "imagesTr" / "hippocampus_001.nii.gz"
+GT = REPO / "napari_sparseseg" / "sample_data" / "hippocampus" / "labelsTr" / "hippocampus_001.nii.gz"
 MAX_UPLOAD_MB = 1  # the hippocampus case is ~0.1 MB as npz
 MAX_VOXELS = 100_000  # the hippocampus case has 62,475
 

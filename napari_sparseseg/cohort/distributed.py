@@ -73,6 +73,18 @@ def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     return DDP(model, device_ids=ids)
 
 
+def sync_buffers(model: torch.nn.Module) -> None:
+    """Copy rank 0's buffers (BatchNorm running statistics) to every process.
+
+    DistributedDataParallel broadcasts them at the start of each forward pass, so after the last
+    step each process still holds the statistics of its own last batch: the replicas would predict
+    slightly differently."""
+    if not active():
+        return
+    for buf in model.buffers():
+        td.broadcast(buf.data, src=0)
+
+
 def device_for_rank(requested: str) -> str:
     """Under torchrun on GPUs each process takes the GPU of its LOCAL_RANK."""
     if active() and torch.cuda.is_available() and requested in ("auto", "cuda"):

@@ -265,6 +265,10 @@ class CohortTrainer:
             stop = self._cancel.is_set()
             done = frac >= 1.0
             stop, done = dist.agree(stop), dist.agree(done)  # every process leaves the loop together
+            if stop or done:
+                for net in (self.model, self.model_b):
+                    if net is not None:
+                        dist.sync_buffers(net)  # every process ends with the same model
             if stop:
                 self.elapsed_before = elapsed
                 if self.workdir is not None and dist.is_main() and self.step > start_step:

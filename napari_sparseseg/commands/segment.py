@@ -46,6 +46,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "clg-vq, rada, dk-uxnet (see docs/methods/); --init/--save-model need the default")
     p.add_argument("--max-steps", type=int, default=None, help="stop training after this many steps (and the budget)")
     p.add_argument("--uncertainty", type=Path, default=None, help="also write the per-voxel uncertainty map")
+    p.add_argument("--preview", type=Path, default=None,
+                   help="write the first streamed prediction here (atomically) as soon as it exists")
+    p.add_argument("--no-progressive", dest="progressive", action="store_false",
+                   help="wait for the complete pseudo-labels before training (default: start on the walker's "
+                   "map and fold the SAM-fused slices in as they are ready)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
@@ -74,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         outs.add(args.output, "volume", "-o")
         outs.add(args.uncertainty, "volume", "--uncertainty")
         outs.add(args.save_model, "checkpoint", "--save-model")
+        outs.add(args.preview, "volume", "--preview")  # checked and reserved now, written atomically when due
         outs.reserve(inputs=(args.image, args.annotations, args.init))
         return _run(args, outs)
 
@@ -105,7 +111,7 @@ def _run(args: argparse.Namespace, outs) -> int:
 
     cfg = TrainConfig(seed=args.seed, device=args.device, network=args.network, budget_seconds=args.budget_seconds,
                       max_steps=args.max_steps, threshold=args.threshold, threads=args.threads,
-                      preview_every_seconds=1e9, first_preview_seconds=1e9)
+                      preview_every_seconds=1e9, first_preview_seconds=0.0 if args.preview else 1e9)
     pick_device(cfg.device)
     t0 = time.perf_counter()
     image = read_volume(args.image)
@@ -128,17 +134,32 @@ def _run(args: argparse.Namespace, outs) -> int:
             from ._cohort_segment import fine_tune_with_marks
 
             return fine_tune_with_marks(args, image, ann, t0, outs)
+    from .segment_stream import first_pseudo, needs_final_round, start_second_stage
+
+    progressive = None
     pseudo = None
     if args.pseudo_method != "none":
-        from ..pseudo import make_pseudo_labels
-
         _say(args, f"pseudo-labels ({args.pseudo_method}) ...")
-        pseudo = make_pseudo_labels(image, ann, method=args.pseudo_method, threshold=args.threshold,
-                                    time_limit=args.pseudo_seconds)
-        _say(args, f"pseudo-labels ready in {time.perf_counter() - t0:.1f} s")
+        progressive, pseudo = first_pseudo(image, ann, args.pseudo_method, args.threshold,
+                                           progressive=args.progressive and args.method == "default"
+                                           and args.budget_seconds > 0 and args.max_steps != 0,
+                                           time_limit=args.pseudo_seconds)
+        stage = "first stage (walker) " if progressive is not None and progressive.has_second_stage else ""
+        _say(args, f"pseudo-labels {stage}ready in {time.perf_counter() - t0:.1f} s")
     if args.method != "default":
         return _run_method(args, image, ann, pseudo, cfg, t0, outs)
     trainer = Trainer(image, ann, cfg, pseudo=pseudo, init=init)
+    if progressive is None:
+        # the trainer copied what it needs into its own tensors and nothing here updates it: let the
+        # pseudo-label arrays go (labels, confidence, probabilities: 1.1 GB on a 512 x 512 x 300 scan)
+        trainer.pseudo = pseudo = None
+    preview_due = args.preview is not None
+
+    def second_stage() -> None:
+        start_second_stage(progressive, trainer, ann, lambda msg: _say(args, msg), t0)
+
+    if not preview_due:
+        second_stage()  # with --preview: after the first prediction, which SAM's set-up would slow down
     if args.budget_seconds <= 0 or args.max_steps == 0:
         _say(args, f"no training: prediction of {'the loaded model' if init else 'the untrained network (= pseudo-labels)'}")
     else:
@@ -150,17 +171,29 @@ def _run(args: argparse.Namespace, outs) -> int:
 
         bar = tqdm(total=round(args.budget_seconds), unit="s", file=sys.stderr, desc="training", leave=True,
                    bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s {postfix}")
+    runs = [trainer.run()]
     try:
-        for ev in trainer.run():
-            if bar is not None and ev.kind in ("step", "done"):
-                bar.n = min(round(ev.elapsed), bar.total)
-                if ev.losses:
-                    bar.set_postfix_str(f"step {ev.step} loss {ev.losses['total']:.3f}", refresh=True)
-            if ev.kind == "done":
-                final = ev
+        while runs:
+            for ev in runs.pop():
+                if bar is not None and ev.kind in ("step", "done"):
+                    bar.n = min(round(ev.elapsed), bar.total)
+                    if ev.losses:
+                        bar.set_postfix_str(f"step {ev.step} loss {ev.losses['total']:.3f}", refresh=True)
+                if preview_due and ev.prediction is not None and ev.kind in ("prediction", "done"):
+                    _write(args.preview, ev.prediction, image)
+                    preview_due = False
+                    _say(args, f"first prediction written to {args.preview} after {time.perf_counter() - t0:.1f} s")
+                    second_stage()
+                if ev.kind == "done":
+                    final = ev
+            if final is not None and needs_final_round(progressive, trainer):
+                _say(args, "training on the complete SAM-fused pseudo-labels (warm start, half the budget)")
+                runs.append(trainer.run())
     finally:
         if bar is not None:
             bar.close()
+        if progressive is not None:
+            progressive.stop(wait=True)
     assert final is not None and final.prediction is not None
     _write(outs.stage(args.output), final.prediction, image)
     if args.uncertainty is not None and final.uncertainty is not None:

@@ -241,13 +241,17 @@ def sam_pseudo(
     box_margin: float = 0.1,
     fast: bool = True,
     progress: Callable[[int, int], None] | None = None,
+    walker: PseudoLabels | None = None,
     **options: Any,
 ) -> PseudoLabels:
     """``method="sam"`` or ``"fusion"`` (see the module docstring).
 
     ``backend``: a spec string (``load_backend``), a :class:`SamBackend` or an :class:`EmbeddingCache`
     of this volume; ``fast`` switches a CPU backend to the ONNX Runtime encoder.  ``lam`` and
-    ``box_margin`` defaults are the best measured on ACDC (bench/results/pseudo/pseudo_results.md).
+    ``box_margin`` defaults are the best measured on ACDC (bench/results/pseudo/pseudo_results.md).  ``walker``:
+    the walker's pseudo-labels when the caller has them already (they are not computed twice).
+    The fusion runs slice by slice (:class:`~.slice_fusion.SliceFusion`): same result as
+    :func:`sam_probabilities` + :func:`fuse`, without a full-size SAM probability volume.
     """
     img01 = percentile_unit_range(image)
     if isinstance(backend, EmbeddingCache):
@@ -259,7 +263,19 @@ def sam_pseudo(
 
             enable_fast_encoder(be)
         cache = EmbeddingCache(be, img01, cache_dir=cache_dir)
-    walker = random_walker_pseudo(image, ann, spacing=spacing)
+    own_walker = walker is None
+    if walker is None:
+        walker = random_walker_pseudo(image, ann, spacing=spacing)
+    if method == "fusion":
+        from .slice_fusion import SliceFusion
+
+        sf = SliceFusion(ann, walker, cache, lam=lam, lam_nested=lam_nested, box_margin=box_margin,
+                         use_points=bool(options.get("use_points", False)), inplace=own_walker)
+        for k, z in enumerate(sf.order):
+            sf.fuse_slice(z)
+            if progress:
+                progress(k + 1, len(sf.order))
+        return sf.snapshot(copy=False)
     nesting = detect_nesting(walker.labels, tuple(ann.classes))
     classes = tuple(ann.classes)
     if method == "sam":

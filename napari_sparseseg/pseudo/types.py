@@ -58,19 +58,30 @@ class PseudoLabels:
     def fraction_kept(self, t: float) -> float:
         return float(self.confident(t).mean()) if self.labels.size else 0.0
 
-    def with_marks(self, marks: SparseAnnotation) -> "PseudoLabels":
-        """MIX with the user's marks: marked voxels take the mark and confidence 1 (and one-hot probs)."""
-        labels = mix(marks, self.labels).astype(np.int16)
-        conf = self.confidence.copy()
-        m = marks.marked
-        conf[m] = 1.0
+    def with_marks(self, marks: SparseAnnotation, copy: bool = True) -> "PseudoLabels":
+        """MIX with the user's marks: marked voxels take the mark and confidence 1 (and one-hot probs).
+
+        ``copy=False`` writes into this object's arrays (for a producer that drops them anyway: no
+        second full-size probability volume).  No int64 target map is built.
+        """
+        if tuple(marks.shape) != self.shape:
+            mix(marks, self.labels)  # raises the usual grid-mismatch error
+        labels = self.labels.copy() if copy else self.labels
+        conf = self.confidence.copy() if copy else self.confidence
         probs = self.probabilities
-        if probs is not None:
+        if probs is not None and copy:
             probs = probs.copy()
-            t = marks.to_targets()
-            chan = {0: 0, **{c: i + 1 for i, c in enumerate(self.classes)}}
-            probs[:, m] = 0.0
-            for value, ch in chan.items():
-                sel = t == value
+        ml = np.asarray(marks.labels)
+        conf[ml != 0] = 1.0
+        chan: dict[int, tuple[int, int | None]] = {int(c): (int(c), None) for c in marks.classes}
+        chan.update({int(c): (int(c), i + 1) for i, c in enumerate(self.classes)})
+        chan[int(marks.background_label)] = (0, 0)
+        for value, (lab, ch) in chan.items():
+            sel = ml == value
+            if not sel.any():
+                continue
+            labels[sel] = lab
+            if probs is not None and ch is not None:
+                probs[:, sel] = 0.0
                 probs[ch][sel] = 1.0
         return PseudoLabels(labels, conf, probs, self.classes, dict(self.info))

@@ -23,6 +23,7 @@ from skimage.segmentation import random_walker
 
 from ..annotations.sparse import SparseAnnotation
 from ..errors import PseudoLabelError
+from .compact import argmax_labels
 from .normalize import percentile_unit_range
 from .types import PseudoLabels
 
@@ -93,10 +94,20 @@ def walker_probabilities(
     return out
 
 
+#: the 3D walker's solver (scikit-image, float64 Laplacian + conjugate gradients) needs ~0.6 kB per
+#: voxel: 4.9 M voxels (300 x 128 x 128) peaked at +2.9 GB.  Larger scans are downsampled in-plane
+#: further to stay under this; every shared data set (at most 0.4 M voxels after the 128 cap) is below it.
+MAX_WALKER3D_VOXELS = 2_500_000
+
+
 def _walker3d(image: np.ndarray, seeds: np.ndarray, n_channels: int, beta: float,
               spacing: tuple[float, ...], max_inplane: int = 128) -> np.ndarray:
-    """3D walker, in-plane downsampled so that no in-plane side exceeds ``max_inplane``."""
+    """3D walker, in-plane downsampled so that no in-plane side exceeds ``max_inplane`` (and the whole
+    grid stays under :data:`MAX_WALKER3D_VOXELS`)."""
     f = max(1.0, max(image.shape[1:]) / max_inplane)
+    inplane = image.shape[1] * image.shape[2] / f**2
+    if image.shape[0] * inplane > MAX_WALKER3D_VOXELS:
+        f *= float(np.sqrt(image.shape[0] * inplane / MAX_WALKER3D_VOXELS))
     if f > 1.0:
         small_shape = (image.shape[0],) + tuple(max(2, int(round(s / f))) for s in image.shape[1:])
         zoom = [a / b for a, b in zip(small_shape, image.shape)]
@@ -114,9 +125,12 @@ def _walker3d(image: np.ndarray, seeds: np.ndarray, n_channels: int, beta: float
         zoom_back = [a / b for a, b in zip(image.shape, img_s.shape)]
         # mode="nearest": with the default cval 0, rounding puts the last column just outside the
         # grid on every other row, and those voxels came back with all-zero probabilities
-        probs = np.stack([ndi.zoom(p, zoom_back, order=1, mode="nearest") for p in probs])
-        probs = probs[:, : image.shape[0], : image.shape[1], : image.shape[2]]
-        probs = np.clip(probs, 0, 1)
+        # one channel at a time into one float32 volume, clipped and normalised in place: on a
+        # 512 x 512 x 300 scan a stacked copy plus clip/normalise temporaries cost ~2.5 GB more
+        full = np.empty((probs.shape[0],) + image.shape, dtype=np.float32)
+        for k, p in enumerate(probs):
+            full[k] = ndi.zoom(p, zoom_back, order=1, mode="nearest")[: image.shape[0], : image.shape[1], : image.shape[2]]
+        probs = np.clip(full, 0, 1, out=full)
         probs /= np.maximum(probs.sum(0, keepdims=True), 1e-6)
     return probs.astype(np.float32)
 
@@ -165,11 +179,11 @@ def random_walker_pseudo(
             conf[todo] = probs[:, todo].max(0)
         else:
             p3 = _walker3d(img, seeds, n_ch, beta, spacing)
-            probs[:, todo] = p3[:, todo]
-            conf[todo] = p3[:, todo].max(0)
-    lab_idx = probs.argmax(0)
-    lut = np.array((0,) + classes, dtype=np.int16)
-    labels = lut[lab_idx]
+            for z in todo:  # slice by slice: no volume-sized fancy-index copies
+                probs[:, z] = p3[:, z]
+                conf[z] = p3[:, z].max(0)
+            del p3
+    labels = argmax_labels(probs, np.array((0,) + classes, dtype=np.int16))
     info = {"method": "random-walker", "unmarked": mode_used, "slices_with_marks": int(done.sum()),
             "beta": beta}
-    return PseudoLabels(labels, conf, probs, classes, info).with_marks(ann)
+    return PseudoLabels(labels, conf, probs, classes, info).with_marks(ann, copy=False)

@@ -33,20 +33,42 @@ def onnx_available() -> bool:
 
 
 class OnnxEncoder:
-    """Callable drop-in for ``backend.image_encoder``: ``(1, 3, S, S)`` tensor in, embedding tensor out."""
+    """Callable drop-in for ``backend.image_encoder``: ``(1, 3, S, S)`` tensor in, embedding tensor out.
 
-    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+    The session is created on the first call: loading and optimising the graph takes seconds on a
+    busy CPU, and a run whose embeddings all come from the disk cache never needs it.
+    """
+
+    def __init__(self, path: str | Path, threads: int | None = None, fallback: torch.nn.Module | None = None) -> None:
+        self.path = Path(path)
+        self.threads = int(threads or min(2, os.cpu_count() or 1))
+        self.session = None
+        self.input_name = "x"
+        #: used instead if the session cannot be created (a damaged cached graph): never block the user
+        self.fallback = fallback
+
+    def _open(self) -> None:
         import onnxruntime as ort
 
         so = ort.SessionOptions()
-        so.intra_op_num_threads = int(threads or min(2, os.cpu_count() or 1))
+        so.intra_op_num_threads = self.threads
         so.inter_op_num_threads = 1
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.path = Path(path)
-        self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(str(self.path), so, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.session is None:
+            if self.fallback is not None and getattr(self, "_failed", False):
+                return self.fallback(x)
+            try:
+                self._open()
+            except Exception as exc:
+                if self.fallback is None:
+                    raise
+                self._failed = True
+                log.warning("fast encoder unavailable (%s): using eager torch", exc)
+                return self.fallback(x)
         y = self.session.run(None, {self.input_name: x.detach().cpu().numpy().astype(np.float32)})[0]
         return torch.from_numpy(y)
 
@@ -142,7 +164,7 @@ def enable_fast_encoder(backend: SamBackend, cache_dir: str | Path | None = None
     try:
         if not path.exists():
             export_encoder(backend, path)
-        backend.fast_encoder = OnnxEncoder(path)
+        backend.fast_encoder = OnnxEncoder(path, fallback=backend.image_encoder)
     except Exception as exc:  # exporter or runtime problem: never block the user, fall back to eager
         log.warning("fast encoder unavailable (%s): using eager torch", exc)
         return False

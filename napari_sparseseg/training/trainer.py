@@ -24,7 +24,7 @@ from . import augment as aug
 from .checkpoint import check_compatible, load_checkpoint, save_checkpoint
 from .config import TrainConfig, TrainEvent, cosine_lr
 from .data import TrainingData, build_training_data, channel_to_class, crop_batch, percentile_zscore
-from .inference import predict_probabilities, probabilities_to_outputs
+from .inference import predict_outputs, predict_probabilities, probabilities_to_outputs
 from .losses import consistency, partial_ce, soft_dice, weighted_ce
 
 
@@ -108,6 +108,9 @@ class Trainer:
         self._pending: tuple[SparseAnnotation, Any] | None = None
         self._last_labels: np.ndarray | None = None
         self._data = self._build_data(annotation, pseudo)
+        # the input tensor's first channel *is* the normalised image: keep one copy, not two
+        # (rebuilds read it before writing a new tensor); 315 MB on a 512 x 512 x 300 scan
+        self._norm_image = self._data.x[0].numpy()
 
     # ------------------------------------------------------------------ setup
     @staticmethod
@@ -135,7 +138,8 @@ class Trainer:
         return 8 if self.spec.dims == 2 else 4
 
     def _build_data(self, ann: SparseAnnotation, pseudo: Any | None) -> TrainingData:
-        return build_training_data(self._norm_image, ann, pseudo, self.use_prior, self.config.threshold, self._rng)
+        return build_training_data(self._norm_image, ann, pseudo, self.use_prior, self.config.threshold, self._rng,
+                                   compact=True)
 
     # --------------------------------------------------------------- controls
     def pause(self) -> None:
@@ -151,24 +155,37 @@ class Trainer:
     def paused(self) -> bool:
         return self._pause.is_set()
 
-    def update_annotation(self, ann: SparseAnnotation, pseudo: Any | None = None) -> None:
-        """New marks (and optionally new pseudo-labels): training continues from the current weights."""
+    def update_annotation(self, ann: SparseAnnotation, pseudo: Any | None = None, *, restart: bool = True) -> None:
+        """New marks (and optionally new pseudo-labels): training continues from the current weights.
+
+        ``restart=False`` swaps the data without restarting the budget and the learning-rate cosine:
+        for better pseudo-labels of the *same* marks arriving while training runs (SAM-fused slices
+        folded in over the walker's, ``pseudo.progressive``), which is not new work for the user.
+        """
         ann.validate(self.image.shape)
         if tuple(ann.classes) != self.classes:
             raise AnnotationError(f"classes changed from {list(self.classes)} to {list(ann.classes)}; start a new model")
         with self._lock:
-            self._pending = (ann, pseudo if pseudo is not None else self.pseudo)
+            restart = bool(restart or (self._pending is not None and self._pending[2]))
+            self._pending = (ann, pseudo if pseudo is not None else self.pseudo, restart)
+
+    @property
+    def has_pending_update(self) -> bool:
+        """True while marks/pseudo-labels given to :meth:`update_annotation` are not trained on yet."""
+        with self._lock:
+            return self._pending is not None
 
     def _apply_pending(self) -> bool:
+        """Swap in pending marks/pseudo-labels; True when the budget and schedule should restart."""
         with self._lock:
             pending, self._pending = self._pending, None
         if pending is None:
             return False
-        ann, pseudo = pending
+        ann, pseudo, restart = pending
         data = self._build_data(ann, pseudo)
         with self._lock:
             self.annotation, self.pseudo, self._data = ann, pseudo, data
-        return True
+        return restart
 
     # ------------------------------------------------------------------ steps
     def _lr_at(self, frac: float, scale: float = 1.0) -> float:
@@ -223,9 +240,15 @@ class Trainer:
 
     def predict(self) -> tuple[np.ndarray, np.ndarray]:
         """Label map (annotation's class ids, 0 = background) and uncertainty in [0, 1]."""
-        prob = self.predict_proba()
-        assert prob is not None
-        return probabilities_to_outputs(prob, channel_to_class(self.classes))
+        out = self._predict_outputs()
+        assert out is not None
+        return out
+
+    def _predict_outputs(self, should_stop: Any = None) -> tuple[np.ndarray, np.ndarray] | None:
+        """Labels + uncertainty, chunk by chunk (no full-size probability volume)."""
+        with self._lock:
+            return predict_outputs(self.model, self._data.x, self.spec.dims, self.device,
+                                   channel_to_class(self.classes), self.config.sw_roi, should_stop)
 
     # ------------------------------------------------------------------- loop
     def run(self) -> Iterator[TrainEvent]:
@@ -282,10 +305,10 @@ class Trainer:
                     yield ev
 
     def _prediction_event(self, kind: str, clock: "_PausableClock", budget: float, lr: float, losses: dict[str, float]) -> TrainEvent | None:
-        prob = self.predict_proba(should_stop=self._cancel.is_set)
-        if prob is None:
+        outs = self._predict_outputs(should_stop=self._cancel.is_set)
+        if outs is None:
             return None
-        labels, unc = probabilities_to_outputs(prob, channel_to_class(self.classes))
+        labels, unc = outs
         changed = _changed_box(self._last_labels, labels)
         self._last_labels = labels
         el = clock.elapsed()

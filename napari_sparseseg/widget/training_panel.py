@@ -236,8 +236,9 @@ class TrainingPanel(QGroupBox):
     def _pseudo_in_process(self, volume: Any, marks: Any, method: str, should_stop: Any = None) -> Any:
         """:func:`pseudo_in_process` with the progress bar following the slices solved."""
 
-        def progress(done: int, total: int) -> None:
+        def progress(done: int, total: int) -> None:  # in the run's thread: the signal is queued to the GUI
             self._stage_progress = ("pseudo-labels", done / max(total, 1))
+            self.runner.status.emit(f"pseudo-labels ({method}): slice {done} of {total}")
 
         try:
             return pseudo_in_process(volume, marks, method, should_stop=should_stop, progress=progress)
