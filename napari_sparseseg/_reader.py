@@ -9,8 +9,9 @@ Each layer carries its geometry in ``metadata`` so that the labels writer (and
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

@@ -16,7 +16,7 @@ import errno
 import importlib
 import signal
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from .errors import SparsesegError
 

@@ -25,9 +25,10 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -79,7 +80,7 @@ class ClassTable:
             raise SessionError("the class table needs at least one structure besides the background")
 
     @classmethod
-    def default(cls, n_classes: int = 1, names: dict[int, str] | None = None) -> "ClassTable":
+    def default(cls, n_classes: int = 1, names: dict[int, str] | None = None) -> ClassTable:
         """Classes ``1..n`` and background ``n + 1``."""
         names = names or {}
         rows = [ClassSpec(i, names.get(i, f"class {i}"), _PALETTE[(i - 1) % len(_PALETTE)]) for i in range(1, n_classes + 1)]
@@ -121,7 +122,7 @@ class ClassTable:
         return {"background": self.background, "classes": [c.__dict__.copy() for c in self.classes]}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ClassTable":
+    def from_dict(cls, d: dict[str, Any]) -> ClassTable:
         try:
             rows = [ClassSpec(int(c["id"]), str(c["name"]), str(c["color"])) for c in d["classes"]]
             return cls(rows, int(d["background"]))
@@ -374,7 +375,7 @@ class Session:
         return folder
 
     @classmethod
-    def load(cls, folder: str | os.PathLike[str]) -> "Session":
+    def load(cls, folder: str | os.PathLike[str]) -> Session:
         folder = Path(folder)
         meta = folder / "session.json"
         if not meta.is_file():

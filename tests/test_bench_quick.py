@@ -14,7 +14,7 @@ import pytest
 
 from napari_sparseseg.benchmarking import Budget, SuiteSpec, load_case, make_annotation, read_rows
 from napari_sparseseg.benchmarking.report import where_we_lose
-from napari_sparseseg.benchmarking.suite import ActiveSpec, run_bench, write_report
+from napari_sparseseg.benchmarking.suite import ActiveSpec, run_bench
 from napari_sparseseg.cli import main
 from napari_sparseseg.evaluate import dice_per_class
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from _study_helpers import BG, synthetic_scan, synthetic_study
+
 from napari_sparseseg.annotations.sparse import SparseAnnotation
 from napari_sparseseg.cohort import CohortConfig, CohortModel, CohortScan, CohortTrainer
 from napari_sparseseg.errors import AnnotationError, CheckpointError

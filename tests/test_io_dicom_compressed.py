@@ -18,7 +18,6 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import JPEG2000Lossless, JPEGLosslessSV1, JPEGLSLossless, RLELossless
 
 from napari_sparseseg.io import read_volume
-
 from tests.test_io_dicom import write_series
 
 imagecodecs = pytest.importorskip("imagecodecs", reason="imagecodecs (test extra) encodes JPEG lossless / JPEG-LS")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _training_helpers import blobs, marks, tiny_config
 
 from napari_sparseseg.annotations.simulate import simulate_points
 from napari_sparseseg.annotations.sparse import IGNORE_INDEX, SparseAnnotation
@@ -14,8 +15,6 @@ from napari_sparseseg.methods import SEGMENT_METHODS, load_all, make_context, ru
 from napari_sparseseg.methods.clg_vq import ClgVqOptions, ClgVqTrainer, run_clg_vq
 from napari_sparseseg.models.clg_vq import ClgVqNet, CrossLatentGraph, VQMemory, memory_distribution, memory_targets
 from napari_sparseseg.pseudo.api import make_pseudo_labels
-
-from _training_helpers import blobs, marks, tiny_config
 
 TINY = (4, 8, 16, 32)
 

@@ -14,8 +14,14 @@ from napari_sparseseg.annotations.sparse import SparseAnnotation
 from napari_sparseseg.io.volume import Volume
 from napari_sparseseg.methods import make_context, run_method
 from napari_sparseseg.methods.rada import RadaOptions, run_rada
-from napari_sparseseg.models.rada import (TriViewNet, align_loss, choose_encoded_slices, region_pool, sample_frozen,
-                                          z_scale)
+from napari_sparseseg.models.rada import (
+    TriViewNet,
+    align_loss,
+    choose_encoded_slices,
+    region_pool,
+    sample_frozen,
+    z_scale,
+)
 from napari_sparseseg.training import TrainConfig
 
 TINY = dict(channels=(4, 8, 16), threads=2, budget_seconds=120.0, lr=3e-3)

@@ -10,8 +10,15 @@ from napari_sparseseg.annotations.sparse import IGNORE_INDEX, SparseAnnotation
 from napari_sparseseg.io.volume import Volume
 from napari_sparseseg.methods import make_context, run_method
 from napari_sparseseg.methods.sa_net import SANetOptions, step_losses, train_sa_net
-from napari_sparseseg.models.sa_net import (agreement_targets, build_sa_nets, from_coronal, from_transverse,
-                                            plan_geometry, to_coronal, to_transverse)
+from napari_sparseseg.models.sa_net import (
+    agreement_targets,
+    build_sa_nets,
+    from_coronal,
+    from_transverse,
+    plan_geometry,
+    to_coronal,
+    to_transverse,
+)
 from napari_sparseseg.training import TrainConfig
 from napari_sparseseg.training.data import crop_batch
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from _training_helpers import blobs, marks, tiny_config
+
 from napari_sparseseg.training import Trainer
 
 

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from napari_sparseseg.annotations.sparse import SparseAnnotation
 from napari_sparseseg.errors import CheckpointError, SparsesegError
 from napari_sparseseg.io import Volume
 from napari_sparseseg.training import TrainConfig, Trainer, load_checkpoint
-from napari_sparseseg.training.checkpoint import FORMAT, save_checkpoint
+from napari_sparseseg.training.checkpoint import FORMAT
 from napari_sparseseg.training.trainer import pick_device
-from napari_sparseseg.annotations.sparse import SparseAnnotation
 
 TINY = dict(channels=(4, 8), budget_seconds=0, threads=1, augment=False, network="unet2d")
 

@@ -143,8 +143,9 @@ def test_checkpoint_temporaries_use_the_one_naming_scheme_and_are_cleaned_after_
     with atomic_path(tmp_path / "n.nii.gz") as t:
         t.write_bytes(b"x")
         assert remove_stale_temporaries(tmp_path) == []
-    from napari_sparseseg.training.checkpoint import save_checkpoint
     import inspect
+
+    from napari_sparseseg.training.checkpoint import save_checkpoint
 
     assert "atomic_path" in inspect.getsource(save_checkpoint)
 

@@ -10,7 +10,7 @@ pytestmark = pytest.mark.gui
 
 napari = pytest.importorskip("napari")
 
-from napari_sparseseg.io import Volume, write_volume_nifti  # noqa: E402
+from napari_sparseseg.io import write_volume_nifti  # noqa: E402
 from napari_sparseseg.session import ClassTable, Session  # noqa: E402
 from tests.test_widget import _open, autosave_dir, opened  # noqa: E402,F401
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from napari_sparseseg.sam import StopRule, detect_nesting, prompts_from_marks
 

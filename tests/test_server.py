@@ -47,7 +47,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     stop_server(proc)
 
 
-def _http(url: str, token: str | None = TOKEN) -> "httpx.Client":
+def _http(url: str, token: str | None = TOKEN) -> httpx.Client:
     return httpx.Client(base_url=url + "/v1", headers={"Authorization": f"Bearer {token}"} if token else {}, timeout=120)
 
 

@@ -8,11 +8,10 @@ import time
 import numpy as np
 import pytest
 import torch
+from _training_helpers import blobs, marks, tiny_config
 
 from napari_sparseseg.training import Trainer
 from napari_sparseseg.training.trainer import _changed_box
-
-from _training_helpers import blobs, marks, tiny_config
 
 
 def test_events_and_predictions_on_the_image_grid() -> None:
@@ -42,7 +41,7 @@ def test_cancel_is_honoured_within_one_second() -> None:
 
     threading.Thread(target=cancel_soon, daemon=True).start()
     last = None
-    for last in tr.run():
+    for last in tr.run():  # noqa: B007 - the last event is the result
         pass
     assert last is not None and last.kind == "cancelled"
     assert time.perf_counter() - t_cancel[0] < 1.0

@@ -15,8 +15,8 @@ pytestmark = pytest.mark.gui
 napari = pytest.importorskip("napari")
 from qtpy.QtCore import Qt  # noqa: E402
 
-from napari_sparseseg.widget.main import SparseSegWidget  # noqa: E402
 from napari_sparseseg.annotations import simulate_scribbles  # noqa: E402
+from napari_sparseseg.widget.main import SparseSegWidget  # noqa: E402
 
 FAST = dict(first_preview_seconds=0.5, preview_every_seconds=1.0, warm_budget_seconds=2.0, step_event_every_seconds=0.2)
 

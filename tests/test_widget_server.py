@@ -12,9 +12,8 @@ pytestmark = pytest.mark.gui
 napari = pytest.importorskip("napari")
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
-from qtpy.QtCore import Qt  # noqa: E402
-
 from _server_process import TOKEN, start_server, stop_server  # noqa: E402
+from qtpy.QtCore import Qt  # noqa: E402
 from test_widget import FAST, _open, _paint_scribbles, _wait_done  # noqa: E402
 
 

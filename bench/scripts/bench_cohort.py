@@ -85,7 +85,7 @@ def _eval(args: tuple) -> dict:
             pred, _ = tr.predict()
         else:
             last = None
-            for last in tr.run():
+            for last in tr.run():  # noqa: B007 - the last event is the result
                 pass
             pred = last.prediction
         out[row] = dice_per_class(pred, case.gt, cls)

@@ -55,8 +55,12 @@ def speed(data: Path, n_slices: int, reps: int, onnx_dir: Path) -> dict:
     b.encode(slices[0])  # warm-up both
     for s, g in zip(slices, gts):
         for _ in range(reps):
-            t = time.perf_counter(); e_eager = b.encode(s, use_fast=False); t_eager.append(time.perf_counter() - t)
-            t = time.perf_counter(); e_fast = b.encode(s); t_fast.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            e_eager = b.encode(s, use_fast=False)
+            t_eager.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            e_fast = b.encode(s)
+            t_fast.append(time.perf_counter() - t)
         for c in (1, 2, 3):
             ys, xs = np.nonzero(g == c)
             if ys.size == 0:
@@ -88,8 +92,12 @@ def speed(data: Path, n_slices: int, reps: int, onnx_dir: Path) -> dict:
             b.decode(emb, boxes=boxes[:1])
         t1, t3 = [], []
         for _ in range(reps * 10):
-            t = time.perf_counter(); b.decode(emb, boxes=boxes[:1]); t1.append(time.perf_counter() - t)
-            t = time.perf_counter(); b.decode(emb, boxes=boxes); t3.append((time.perf_counter() - t) / 3)
+            t = time.perf_counter()
+            b.decode(emb, boxes=boxes[:1])
+            t1.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            b.decode(emb, boxes=boxes)
+            t3.append((time.perf_counter() - t) / 3)
         dec[name] = {"1box_ms": 1000 * float(np.median(t1)), "per_box_batch3_ms": 1000 * float(np.median(t3))}
     torch.set_num_threads(2)
     b.fast_decoder = onnx_dec

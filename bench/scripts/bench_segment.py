@@ -276,11 +276,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.acdc_cases != "none":
         cases = None if args.acdc_cases == "all" else args.acdc_cases.split(",")
         res["acdc"] = []
-        for row in acdc(args.data, args.budget, args.preview_every, cases, args.sam,
+        for _row in acdc(args.data, args.budget, args.preview_every, cases, args.sam,
                         lambda r: (res["acdc"].append(r), log(r)), args.max_steps):
             pass
     if args.hippo_cases > 0:
-        for row in hippocampus(args.data, args.hippo_budget, args.preview_every, args.hippo_cases,
+        for _row in hippocampus(args.data, args.hippo_budget, args.preview_every, args.hippo_cases,
                                lambda r: (res["hippocampus"].append(r), log(r)), args.hippo_max_steps):
             pass
     save()

@@ -220,7 +220,7 @@ def section_pseudo(data: Path, work: Path, n: int) -> dict:
         ann = SparseAnnotation(read_labels(sc_p, like=vol).array, background_label=4)
         classes = tuple(ann.classes)
 
-        def dice(pl) -> float:
+        def dice(pl, gt=gt, classes=classes) -> float:
             return float(np.mean(list(dice_per_class(pl.labels, gt, classes).values())))
 
         row = {"case": name, "shape": list(img.shape)}

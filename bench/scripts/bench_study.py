@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing as mp
 import os
 import platform
 import sys
@@ -24,11 +25,9 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
-import multiprocessing as mp
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from study_jobs import run_job, make_pseudo  # noqa: E402
+from study_jobs import make_pseudo, run_job  # noqa: E402
 from study_report import write_report  # noqa: E402
 
 from napari_sparseseg.benchmarking import cases as C  # noqa: E402

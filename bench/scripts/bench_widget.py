@@ -203,7 +203,7 @@ def bench_sam(n_clicks: int = 30) -> dict:
     h, wd = image.data.shape[1:]
     click_ms, decode_ms, sizes = [], [], []
     app = QApplication.instance()
-    for i in range(n_clicks):
+    for _i in range(n_clicks):
         k = int(rng.integers(len(ys)))  # a click on the structure, as a user would place it
         y, x = float(ys[k]), float(xs[k])
         w.sam.clear_prompts(z)

@@ -6,16 +6,22 @@ before/after comparison of a refactor.
 
     PYTHONPATH=. python bench/scripts/quick_ours_rows.py slices:1   # slices-1 for trees before the grammar change
 """
-import json, sys
+import json
+import sys
 from pathlib import Path
+
 from napari_sparseseg.benchmarking.cases import load_case, make_annotation
 from napari_sparseseg.benchmarking.pseudo_cache import PseudoCache
+
 try:
     from napari_sparseseg.benchmarking.contenders import Budget, get_contender
 except ImportError:
-    from napari_sparseseg.benchmarking.methods import Budget, get_method as get_contender
-from napari_sparseseg.evaluate import dice_per_class
+    from napari_sparseseg.benchmarking.methods import Budget
+    from napari_sparseseg.benchmarking.methods import get_method as get_contender
 import numpy as np
+
+from napari_sparseseg.evaluate import dice_per_class
+
 root = Path("/work/shared/data")
 out = {}
 for ds, name, setting in [("acdc", "patient041_frame01", "human-scribbles"), ("hippocampus", "hippocampus_001", sys.argv[1])]:

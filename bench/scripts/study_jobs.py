@@ -5,12 +5,12 @@ Each job runs in its own process (spawned), loads its cases, trains, scores and 
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import multiprocessing as mp
 import numpy as np
 
 from napari_sparseseg.benchmarking import cases as C

@@ -14,7 +14,7 @@ as the ventricle cavities), plus a background curve drawn around the objects at 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage

@@ -13,8 +13,8 @@ background, ``c`` = class ``c``.  :meth:`SparseAnnotation.to_targets` converts b
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -153,7 +153,7 @@ class SparseAnnotation:
     @classmethod
     def from_dense(
         cls, dense: np.ndarray, mask: np.ndarray, background_label: int, classes: Iterable[int] | None = None
-    ) -> "SparseAnnotation":
+    ) -> SparseAnnotation:
         """Marks taken from a dense label map where ``mask`` is True (dense 0 becomes background)."""
         dense = np.asarray(dense)
         lab = np.zeros(dense.shape, dtype=np.int16)
@@ -162,7 +162,7 @@ class SparseAnnotation:
         lab[m & (dense == 0)] = background_label
         return cls(lab, background_label, tuple(classes) if classes is not None else ())
 
-    def copy(self) -> "SparseAnnotation":
+    def copy(self) -> SparseAnnotation:
         return SparseAnnotation(self.labels.copy(), self.background_label, self.classes, dict(self.class_names))
 
 

@@ -21,8 +21,9 @@ ablation table times and feeds them identically.  A bench-only method::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

@@ -13,14 +13,16 @@ from __future__ import annotations
 import json
 import shlex
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..io import atomic_write_text
 from .cases import has_case, list_cases
 from .contenders import Budget
 from .runner import ACTIVE_FILE, SuiteSpec, machine_info, read_rows, run_suite
+
 SIM_SETTINGS = ["scribbles", "points:5", "slices:1", "slices:3", "slices:5"]
 
 
@@ -259,9 +261,7 @@ def write_report(out_dir: Path, command: str | None = None, md_path: Path | None
                      f"seed-paper methods and active learning: "
                      f"`{(meta.get('spec') or {}).get('shared_pseudo', 'auto')}`.\n")
     if rows:
-        from .contenders import CONTENDERS
-
-        from .contenders import sync_segment_methods
+        from .contenders import CONTENDERS, sync_segment_methods
 
         sync_segment_methods()
         lines.append("Methods (registry: `napari_sparseseg.benchmarking.contenders`; every method of "

@@ -68,7 +68,7 @@ class CohortConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "CohortConfig":
+    def from_dict(cls, d: dict[str, Any]) -> CohortConfig:
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         for k in ("refresh_at", "patch", "channels"):
             if k in known and known[k] is not None:

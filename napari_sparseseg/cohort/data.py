@@ -12,8 +12,8 @@ a slice pool lets a study of differently sized scans share one batch.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch

@@ -10,7 +10,8 @@ is a no-op and the trainer runs as a single process.
 from __future__ import annotations
 
 import os
-from typing import Sequence, TypeVar
+from collections.abc import Sequence
+from typing import TypeVar
 
 import torch
 import torch.distributed as td

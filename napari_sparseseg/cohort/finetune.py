@@ -8,9 +8,9 @@ cohort uses), and training starts at a reduced learning rate from the study weig
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 from .config import CohortConfig, CohortEvent
 from .data import CohortScan

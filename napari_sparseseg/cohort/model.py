@@ -44,7 +44,7 @@ class CohortModel:
         self.uses_prior = bool(meta.get("pseudo_input", False))
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "auto") -> "CohortModel":
+    def load(cls, path: str | Path, device: str = "auto") -> CohortModel:
         state, meta = load_checkpoint(path)
         try:
             spec = NetworkSpec.from_dict(meta["network"])

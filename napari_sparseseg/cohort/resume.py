@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 RESUME_NAME = "cohort_last.safetensors"
 
 
-def save_resume(trainer: "CohortTrainer", workdir: Path) -> Path:
+def save_resume(trainer: CohortTrainer, workdir: Path) -> Path:
     tensors: dict[str, torch.Tensor] = {f"model.{k}": v for k, v in trainer.model.state_dict().items()}
     if trainer.model_b is not None:
         tensors.update({f"model_b.{k}": v for k, v in trainer.model_b.state_dict().items()})
@@ -42,7 +42,7 @@ def load_resume(workdir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]
     return load_checkpoint(path)
 
 
-def restore(trainer: "CohortTrainer", state: tuple[dict[str, torch.Tensor], dict[str, Any]]) -> tuple[int, float, int]:
+def restore(trainer: CohortTrainer, state: tuple[dict[str, torch.Tensor], dict[str, Any]]) -> tuple[int, float, int]:
     tensors, meta = state
     if [int(c) for c in meta.get("classes", [])] != list(trainer.classes):
         raise CheckpointError(f"the work folder's checkpoint is for classes {meta.get('classes')}, the study has "

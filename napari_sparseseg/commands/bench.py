@@ -83,9 +83,8 @@ def run(args: argparse.Namespace) -> int:
 
     from ..benchmarking import CONTENDERS, get_contender
     from ..benchmarking.cases import DATASETS, check_setting, find_data_root, has_case
-    from ..benchmarking.suite import PRESETS, ablation_specs, command_line, full_specs, run_bench, write_report
-
     from ..benchmarking.contenders import sync_segment_methods
+    from ..benchmarking.suite import PRESETS, ablation_specs, command_line, full_specs, run_bench, write_report
 
     sync_segment_methods()
     if args.list:

@@ -8,7 +8,8 @@ pseudo-labels are computed first, exactly as before.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..annotations.sparse import SparseAnnotation
 from ..io.volume import Volume

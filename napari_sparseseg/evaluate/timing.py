@@ -33,7 +33,7 @@ class Timer:
     laps: list[float] = field(default_factory=list)
     _start: float = 0.0
 
-    def __enter__(self) -> "Timer":
+    def __enter__(self) -> Timer:
         self._start = time.perf_counter()
         return self
 
@@ -98,7 +98,7 @@ class PeakMemory:
                 self.peak_rss_bytes = rss
             self._stop.wait(self.interval)
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         self.start_rss_bytes = self.peak_rss_bytes = self._proc.memory_info().rss
         torch = _torch_cuda()
         if torch is not None:

@@ -27,8 +27,8 @@ import re
 import shutil
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 TMP_MARK = ".sparseseg-tmp-"
 _TMP_PID = re.compile(re.escape(TMP_MARK) + r"(\d+)-")

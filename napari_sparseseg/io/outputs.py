@@ -32,9 +32,9 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from ..errors import OutputError
 from .atomic import LOCK_SUFFIX, _alive, _fsync_dir, exchange, remove_stale_temporaries, temporary_name
@@ -83,7 +83,7 @@ class OutputSet:
         return p
 
     # ----------------------------------------------------------------------------- check
-    def reserve(self, inputs: Iterable[str | os.PathLike[str] | None] = ()) -> "OutputSet":
+    def reserve(self, inputs: Iterable[str | os.PathLike[str] | None] = ()) -> OutputSet:
         """Check every output and reserve it (see the module docstring); raises :class:`OutputError`."""
         seen: dict[Path, str] = {}
         ins = {_resolved(Path(i)): str(i) for i in inputs if i is not None}
@@ -227,7 +227,7 @@ class OutputSet:
                 lp.unlink()
         self._locks.clear()
 
-    def __enter__(self) -> "OutputSet":
+    def __enter__(self) -> OutputSet:
         return self
 
     def __exit__(self, *exc: object) -> None:

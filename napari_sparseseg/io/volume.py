@@ -84,11 +84,11 @@ class Volume:
         """3x3 unit direction cosines; column ``a`` is the world direction of array axis ``a``."""
         return self.affine[:3, :3] / np.asarray(self.spacing)[None, :]
 
-    def same_grid(self, other: "Volume", atol: float = 1e-3) -> bool:
+    def same_grid(self, other: Volume, atol: float = 1e-3) -> bool:
         """True if ``other`` has the same shape and (within ``atol`` mm) the same affine."""
         return self.shape == other.shape and bool(np.allclose(self.affine, other.affine, atol=atol))
 
-    def with_array(self, array: np.ndarray, name: str | None = None) -> "Volume":
+    def with_array(self, array: np.ndarray, name: str | None = None) -> Volume:
         """A new volume on the same grid (labels, predictions, confidence maps)."""
         if tuple(array.shape) != self.shape:
             raise VolumeError(f"array shape {tuple(array.shape)} does not match the grid {self.shape}")
@@ -132,7 +132,7 @@ class Volume:
         return _REVERSE @ (a @ st)
 
     @classmethod
-    def from_napari_layer(cls, layer: Any) -> "Volume":
+    def from_napari_layer(cls, layer: Any) -> Volume:
         """Rebuild a volume from a napari Image/Labels layer (duck-typed: no napari import)."""
         data = np.asarray(layer.data)
         if data.ndim != 3:

@@ -17,7 +17,8 @@ import logging
 import queue
 import threading
 import traceback
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from ..errors import SparsesegError
 
@@ -48,7 +49,7 @@ class BackgroundRun:
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self.outcome: str | None = None
 
-    def start(self) -> "BackgroundRun":
+    def start(self) -> BackgroundRun:
         self._thread.start()
         return self
 

@@ -4,8 +4,9 @@ places the walker runs (the caller's thread).  Qt-free; :mod:`.controller` uses 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Union
+from typing import Any
 
 import numpy as np
 
@@ -67,7 +68,7 @@ class TrainerReady:
     trainer: Any
 
 
-RunItem = Union[LoopStatus, PseudoReady, TrainerReady, Any]  # Any: a TrainEvent
+RunItem = LoopStatus | PseudoReady | TrainerReady | Any  # Any: a TrainEvent
 
 
 @dataclass
@@ -91,7 +92,7 @@ class LoopRun:
     exists stops the pseudo-label computation (its ``should_stop`` turns True).
     """
 
-    def __init__(self, body: Callable[["LoopRun"], Iterator[RunItem]], walks: bool) -> None:
+    def __init__(self, body: Callable[[LoopRun], Iterator[RunItem]], walks: bool) -> None:
         self.walks = walks
         self._body = body
         self._stop = threading.Event()

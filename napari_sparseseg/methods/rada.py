@@ -46,8 +46,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..models.rada import (TriViewNet, ViewModel, align_loss, choose_encoded_slices, encode_slices, region_pool,
-                           sample_frozen, z_scale)
+from ..models.rada import (
+    TriViewNet,
+    ViewModel,
+    align_loss,
+    choose_encoded_slices,
+    encode_slices,
+    region_pool,
+    sample_frozen,
+    z_scale,
+)
 from ..training.inference import predict_probabilities
 from ..training.losses import partial_ce, soft_dice, weighted_ce
 from .base import MethodContext, MethodOutput, register

@@ -39,8 +39,18 @@ from typing import Any
 import torch
 
 from ..annotations.sparse import IGNORE_INDEX
-from ..models.sa_net import (CHANNELS_2D, CHANNELS_3D, Geometry, agreement_targets, build_sa_nets, from_coronal, from_transverse,
-                             plan_geometry, to_coronal, to_transverse)
+from ..models.sa_net import (
+    CHANNELS_2D,
+    CHANNELS_3D,
+    Geometry,
+    agreement_targets,
+    build_sa_nets,
+    from_coronal,
+    from_transverse,
+    plan_geometry,
+    to_coronal,
+    to_transverse,
+)
 from ..training import augment as aug
 from ..training.data import TrainingData, crop_batch
 from ..training.inference import predict_probabilities

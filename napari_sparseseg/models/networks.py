@@ -11,8 +11,9 @@ prediction local (a voxel's output depends only on its receptive field).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from monai.networks.nets import UNet
@@ -44,7 +45,7 @@ class NetworkSpec:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "NetworkSpec":
+    def from_dict(cls, d: dict[str, Any]) -> NetworkSpec:
         d = dict(d)
         d["channels"] = tuple(int(c) for c in d.get("channels", (16, 32, 64, 128)))
         d["strides"] = tuple(int(s) for s in d.get("strides", (2, 2, 2)))

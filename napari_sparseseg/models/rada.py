@@ -18,8 +18,8 @@ Why these pieces (the paper's Alpha-CLIP dual encoder cannot be had offline, see
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch

@@ -14,8 +14,8 @@ volume has fewer).  Near-isotropic volumes with enough slices keep ordinary stri
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 

@@ -10,8 +10,9 @@ import contextlib
 import json
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ..io.atomic import atomic_write_text
 from .records import (
@@ -63,7 +64,7 @@ class ProjectIndex:
         return self.folder / PROJECT_FILE
 
     @classmethod
-    def create(cls, folder: str | Path, name: str | None = None, exist_ok: bool = False) -> "ProjectIndex":
+    def create(cls, folder: str | Path, name: str | None = None, exist_ok: bool = False) -> ProjectIndex:
         """Make ``folder`` (or reuse an empty one) a project; ``exist_ok`` opens an existing project instead."""
         folder = Path(folder).expanduser()
         if (folder / PROJECT_FILE).exists():
@@ -81,7 +82,7 @@ class ProjectIndex:
         return proj
 
     @classmethod
-    def open(cls, folder: str | Path) -> "ProjectIndex":
+    def open(cls, folder: str | Path) -> ProjectIndex:
         """Open a project folder (or its ``project.json``); repairs what a crash may have left behind."""
         folder = Path(folder).expanduser()
         if folder.name == PROJECT_FILE and folder.is_file():

@@ -7,7 +7,8 @@ same model versions and the same prediction files.  The method itself lives in
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,7 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..cohort import CohortConfig, CohortEvent, CohortModel, CohortScan
 
 
-def cohort_scans(project: Project, keys: list[str] | None = None) -> tuple[list["CohortScan"], list[str]]:
+def cohort_scans(project: Project, keys: list[str] | None = None) -> tuple[list[CohortScan], list[str]]:
     """The project's marked scans as :class:`CohortScan` s, and one line per marked scan left out (why).
 
     Every scan must mark every class of the project (one network, one set of outputs); a scan whose
@@ -58,7 +59,7 @@ class ProjectTraining:
     replayed) unless ``resume`` continues an interrupted run from ``training/``.
     """
 
-    def __init__(self, project: Project, config: "CohortConfig", resume: bool = False,
+    def __init__(self, project: Project, config: CohortConfig, resume: bool = False,
                  from_current: bool = True) -> None:
         from ..cohort import CohortTrainer
 
@@ -70,9 +71,9 @@ class ProjectTraining:
         init = project.current_model_path() if from_current and not resume else None
         self.trainer = CohortTrainer(scans, config, init=init, workdir=project.training_dir, resume=resume)
         self.scan_ids = [s.name for s in scans]
-        self.last: "CohortEvent | None" = None
+        self.last: CohortEvent | None = None
 
-    def run(self) -> Iterator["CohortEvent"]:
+    def run(self) -> Iterator[CohortEvent]:
         for ev in self.trainer.run():
             self.last = ev
             yield ev
@@ -107,9 +108,9 @@ class ProjectPredictor:
         self.project = project
         self.device = device
         # (model, version) swapped as one object, so a worker never pairs a model with another's version
-        self._loaded: tuple["CohortModel", int] | None = None
+        self._loaded: tuple[CohortModel, int] | None = None
 
-    def model(self) -> "CohortModel | None":
+    def model(self) -> CohortModel | None:
         from ..cohort import CohortModel
 
         self.project.reload_if_changed()

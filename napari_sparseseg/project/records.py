@@ -28,7 +28,7 @@ class ProjectError(SparsesegError):
 
 def now_iso() -> str:
     """UTC timestamp, second resolution, ISO 8601 (sortable as text)."""
-    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    return _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
 
 
 def _opt_float(v: Any) -> float | None:
@@ -86,7 +86,7 @@ class ScanRecord:
         return d
 
     @classmethod
-    def from_json(cls, d: Any) -> "ScanRecord":
+    def from_json(cls, d: Any) -> ScanRecord:
         if not isinstance(d, dict) or not isinstance(d.get("id"), str) or not isinstance(d.get("path"), str):
             raise ProjectError("a scan entry needs a text 'id' and 'path'")
         status = str(d.get("status", "unmarked"))
@@ -120,7 +120,7 @@ class ModelRecord:
                 "info": dict(self.info)}
 
     @classmethod
-    def from_json(cls, d: Any) -> "ModelRecord":
+    def from_json(cls, d: Any) -> ModelRecord:
         if not isinstance(d, dict) or "version" not in d or not isinstance(d.get("path"), str):
             raise ProjectError("a model entry needs a 'version' and a 'path'")
         return cls(version=int(d["version"]), path=d["path"], created=str(d.get("created") or now_iso()),
@@ -144,7 +144,7 @@ class LabelSpec:
                 "class_names": {str(k): v for k, v in sorted(self.class_names.items())}}
 
     @classmethod
-    def from_json(cls, d: Any) -> "LabelSpec":
+    def from_json(cls, d: Any) -> LabelSpec:
         d = d or {}
         if not isinstance(d, dict):
             raise ProjectError("'labels' must be an object")

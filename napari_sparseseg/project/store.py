@@ -25,8 +25,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -118,7 +119,7 @@ class Project(ProjectIndex):
                 out.append(rec)
         return out
 
-    def load_image(self, key: str | ScanRecord) -> "Volume":
+    def load_image(self, key: str | ScanRecord) -> Volume:
         from ..io import read_volume
 
         s = self.scan(key)
@@ -140,7 +141,7 @@ class Project(ProjectIndex):
     def marks_path(self, key: str | ScanRecord) -> Path:
         return self.folder / ANNOTATIONS_DIR / f"{self.scan(key).id}.nii.gz"
 
-    def set_marks(self, key: str | ScanRecord, ann: "SparseAnnotation", like: "Volume | None" = None) -> Path:
+    def set_marks(self, key: str | ScanRecord, ann: SparseAnnotation, like: Volume | None = None) -> Path:
         """Save a scan's marks (atomically, with their sidecar) and mark the scan "marked".
 
         The project's classes are fixed by the first marks: the background label may not change, and
@@ -171,7 +172,7 @@ class Project(ProjectIndex):
                     self.labels.class_names.setdefault(int(c), str(n))
         return path
 
-    def load_marks(self, key: str | ScanRecord, like: "Volume | None" = None) -> "SparseAnnotation | None":
+    def load_marks(self, key: str | ScanRecord, like: Volume | None = None) -> SparseAnnotation | None:
         """The scan's saved marks, or None if it has none."""
         from ..annotations.files import load_annotation
 
@@ -186,7 +187,7 @@ class Project(ProjectIndex):
 
     # ------------------------------------------------------------------------ predictions
     def set_prediction(self, key: str | ScanRecord, labels: np.ndarray, uncertainty: np.ndarray | None = None,
-                       like: "Volume | None" = None, model_version: int | None = None) -> Path:
+                       like: Volume | None = None, model_version: int | None = None) -> Path:
         """Write the scan's latest prediction (and uncertainty) and record its Dice-free quality signal."""
         from ..active.scans import uncertainty_summary
         from ..io import write_labels_nifti, write_volume_nifti
@@ -217,7 +218,7 @@ class Project(ProjectIndex):
             s.updated = now_iso()
         return pred_path
 
-    def load_prediction(self, key: str | ScanRecord, like: "Volume | None" = None
+    def load_prediction(self, key: str | ScanRecord, like: Volume | None = None
                         ) -> tuple[np.ndarray, np.ndarray | None] | None:
         """``(labels, uncertainty or None)`` of the scan's latest prediction, or None."""
         from ..io import read_labels, read_volume

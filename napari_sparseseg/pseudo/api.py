@@ -7,7 +7,8 @@ function ``fn(image, ann, *, spacing, backend, progress, **options) -> PseudoLab
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 

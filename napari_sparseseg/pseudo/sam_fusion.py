@@ -18,8 +18,9 @@ between two independent methods is the best cheap error detector we measured).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi

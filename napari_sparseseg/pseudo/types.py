@@ -58,7 +58,7 @@ class PseudoLabels:
     def fraction_kept(self, t: float) -> float:
         return float(self.confident(t).mean()) if self.labels.size else 0.0
 
-    def with_marks(self, marks: SparseAnnotation, copy: bool = True) -> "PseudoLabels":
+    def with_marks(self, marks: SparseAnnotation, copy: bool = True) -> PseudoLabels:
         """MIX with the user's marks: marked voxels take the mark and confidence 1 (and one-hot probs).
 
         ``copy=False`` writes into this object's arrays (for a producer that drops them anyway: no

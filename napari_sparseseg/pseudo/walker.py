@@ -15,7 +15,7 @@ positive seed value, in sorted order, so seeds 1, 3, 4 come back as channels 0, 
 from __future__ import annotations
 
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from scipy import ndimage as ndi

@@ -10,7 +10,14 @@ Quick use::
 
 from .backend import Embedding, SamBackend
 from .cache import EmbeddingCache, default_cache_dir, order_by_distance, predict_slice_mask, volume_key
-from .loaders import SAM_BACKENDS, backend_choices, load_backend, load_litemedsam, load_segment_anything, tiny_random_sam
+from .loaders import (
+           SAM_BACKENDS,
+           backend_choices,
+           load_backend,
+           load_litemedsam,
+           load_segment_anything,
+           tiny_random_sam,
+)
 from .prompts import ClassPrompt, detect_nesting, prompts_from_marks
 from .propagate import StopRule, propagate_mask
 

@@ -13,8 +13,8 @@ so prompt coordinates scale by one factor and masks are cropped before resizing 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch

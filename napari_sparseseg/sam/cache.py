@@ -11,10 +11,9 @@ recomputed rather than read half-way.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -169,7 +168,7 @@ class EmbeddingCache:
 
 
 def predict_slice_mask(
-    cache: "EmbeddingCache",
+    cache: EmbeddingCache,
     z: int,
     points: np.ndarray | None = None,
     point_labels: np.ndarray | None = None,
@@ -183,7 +182,7 @@ def predict_slice_mask(
     ``box`` is (x0, y0, x1, y1).  Fast after the first call on a slice (the embedding is cached).
     Accepts an :class:`EmbeddingCache` or anything with a ``.cache`` attribute holding one.
     """
-    c = cache if isinstance(cache, EmbeddingCache) else getattr(cache, "cache")
+    c = cache if isinstance(cache, EmbeddingCache) else cache.cache
     emb = c.get(z)
     boxes = None if box is None else np.asarray(box, dtype=np.float32).reshape(1, 4)
     pts = None if points is None or len(points) == 0 else np.asarray(points, dtype=np.float32).reshape(1, -1, 2)

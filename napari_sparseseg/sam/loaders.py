@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -157,7 +158,7 @@ def tiny_random_sam(seed: int = 0, image_size: int = 256) -> SamBackend:
     return from_sam_model(sam, name=f"sam-tiny-random-{seed}")
 
 
-def load_backend(spec: "str | SamBackend | None" = None, device: str = "auto") -> SamBackend:
+def load_backend(spec: str | SamBackend | None = None, device: str = "auto") -> SamBackend:
     """Parse a backend spec (``KIND`` or ``KIND:PATH``, see the module docstring); a backend passes through."""
     if isinstance(spec, SamBackend):
         return spec

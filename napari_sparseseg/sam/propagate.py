@@ -12,8 +12,8 @@ produces confident-looking garbage.  We stop a class's propagation when
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 

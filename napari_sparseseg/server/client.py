@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -73,7 +74,7 @@ class ServerClient:
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> "ServerClient":
+    def __enter__(self) -> ServerClient:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -97,10 +98,10 @@ class ServerClient:
     def health(self) -> dict[str, Any]:
         return self.request("GET", "/health").json()
 
-    def open_session(self) -> "RemoteSession":
+    def open_session(self) -> RemoteSession:
         return RemoteSession(self, self.request("POST", "/sessions").json()["id"])
 
-    def session(self, sid: str) -> "RemoteSession":
+    def session(self, sid: str) -> RemoteSession:
         """Re-attach to a session that still exists on the server (after a lost connection)."""
         sess = RemoteSession(self, sid)
         sess.state()  # 404 -> ServerError if it ended or timed out

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from ..annotations.sparse import SparseAnnotation
 from ..errors import AnnotationError
@@ -40,7 +41,7 @@ class RemoteTrainer:
         self._calls = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sparseseg-remote")
 
     # ------------------------------------------------------------------------------ set-up
-    def connect(self, report: Callable[[str], None] = lambda _m: None, should_stop: Callable[[], bool] = lambda: False) -> "RemoteTrainer":
+    def connect(self, report: Callable[[str], None] = lambda _m: None, should_stop: Callable[[], bool] = lambda: False) -> RemoteTrainer:
         """A new session with the image, the marks and its pseudo-labels (a new, untrained model)."""
         info = self.client.health()
         report(f"uploading to {self.client.url} ({info.get('device')})...")

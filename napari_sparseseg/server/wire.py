@@ -21,7 +21,8 @@ import io
 import json
 import zipfile
 import zlib
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

@@ -13,8 +13,9 @@ the same losses, augmentation and schedule as :class:`~napari_sparseseg.training
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch

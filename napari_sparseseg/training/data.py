@@ -7,8 +7,9 @@ channels: channel 0 = background, channel ``i + 1`` = ``classes[i]``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -190,7 +191,7 @@ def crop_batch(data: TrainingData, patch: Sequence[int], batch: int, dims: int, 
     for c in data.centres[idx]:
         sl = []
         pads = []
-        for ax, (ctr, size, dim) in enumerate(zip(c, full, (Z, Y, X))):
+        for _ax, (ctr, size, dim) in enumerate(zip(c, full, (Z, Y, X))):
             start = int(ctr) - size // 2 + int(rng.integers(-size // 4, size // 4 + 1)) if size > 1 else int(ctr)
             lo, hi = max(start, 0), min(start + size, dim)
             sl.append(slice(lo, hi))

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,7 +25,7 @@ from . import augment as aug
 from .checkpoint import check_compatible, load_checkpoint, save_checkpoint
 from .config import TrainConfig, TrainEvent, cosine_lr
 from .data import TrainingData, build_training_data, channel_to_class, crop_batch, percentile_zscore
-from .inference import predict_outputs, predict_probabilities, probabilities_to_outputs
+from .inference import predict_outputs, predict_probabilities
 from .losses import consistency, partial_ce, soft_dice, weighted_ce
 
 
@@ -304,7 +305,7 @@ class Trainer:
                 if ev is not None:
                     yield ev
 
-    def _prediction_event(self, kind: str, clock: "_PausableClock", budget: float, lr: float, losses: dict[str, float]) -> TrainEvent | None:
+    def _prediction_event(self, kind: str, clock: _PausableClock, budget: float, lr: float, losses: dict[str, float]) -> TrainEvent | None:
         outs = self._predict_outputs(should_stop=self._cancel.is_set)
         if outs is None:
             return None

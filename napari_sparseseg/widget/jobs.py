@@ -12,7 +12,8 @@ from __future__ import annotations
 import itertools
 import queue
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from qtpy.QtCore import QObject, Signal
 

@@ -46,7 +46,7 @@ SAVE_DELAY_MS = 1500
 class ProjectPanel(QGroupBox):
     """See the module docstring; the training controls are :class:`CohortTrainingBox` (``self.trainer``)."""
 
-    def __init__(self, host: "SparseSegWidget") -> None:
+    def __init__(self, host: SparseSegWidget) -> None:
         super().__init__("Project (a study of scans)")
         self.host = host
         self.project: Project | None = None

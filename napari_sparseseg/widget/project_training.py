@@ -31,7 +31,7 @@ class CohortTrainingBox(QWidget):
     """Budget, Train model / Pause / Stop, progress, status.  ``train_overrides``: CohortConfig fields
     (tests and benchmarks shorten runs)."""
 
-    def __init__(self, panel: "ProjectPanel") -> None:
+    def __init__(self, panel: ProjectPanel) -> None:
         super().__init__()
         self.panel = panel
         self.train_overrides: dict[str, Any] = {}

@@ -17,7 +17,8 @@ Ordering rules (the owner keeps ``pseudo`` and the annotation it reflects as one
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from qtpy.QtCore import QObject
 

@@ -30,7 +30,7 @@ class SamPanel(QGroupBox):
 
     mask_shown = Signal()  # after a (possibly empty) mask was put in the preview layer
 
-    def __init__(self, host: "SparseSegWidget") -> None:
+    def __init__(self, host: SparseSegWidget) -> None:
         super().__init__("Interactive SAM (click / box)")
         self.host = host
         self.cache: Any = None

@@ -32,7 +32,7 @@ AUTOSAVE_DELAY_MS = 500
 class SessionPanel(QGroupBox):
     """The "Files" box plus the autosave machinery and the restore banner."""
 
-    def __init__(self, host: "SparseSegWidget") -> None:
+    def __init__(self, host: SparseSegWidget) -> None:
         super().__init__("Files")
         self.host = host
         self.autosave: AnnotationAutosave | None = None

@@ -34,8 +34,8 @@ from .guard import guarded, notify_error, notify_info
 from .loss_plot import LossPlot
 from .refine_queue import RefineQueue, refine_off_thread
 from .remember import remember
-from .training_runner import TrainingRunner
 from .subprocess_job import run_in_process
+from .training_runner import TrainingRunner
 
 if TYPE_CHECKING:  # pragma: no cover
     from .main import SparseSegWidget
@@ -59,7 +59,7 @@ def refine_in_process(image: Any, spacing: tuple, pseudo: Any, old: Any, new: An
 class TrainingPanel(QGroupBox):
     """The "Train and correct" box.  Every slot is guarded: errors notify and buttons re-enable."""
 
-    def __init__(self, host: "SparseSegWidget") -> None:
+    def __init__(self, host: SparseSegWidget) -> None:
         super().__init__("Train and correct")
         self.host = host
         self.loop = CorrectionLoop(pseudo_fn=self._pseudo_in_process, refine_fn=refine_in_process)
