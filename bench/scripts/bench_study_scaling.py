@@ -70,7 +70,8 @@ def main() -> int:
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
-        rows = [run(p, args.steps, args.batch, Path(d)) for p in (1, args.procs)]
+        # 1, N, 1: the machine is shared, so the single-process figure is taken before and after
+        rows = [run(p, args.steps, args.batch, Path(d)) for p in (1, args.procs, 1)]
     load = os.getloadavg()[0]
     lines = ["# Study model under torchrun: 1 vs N processes (bench/scripts/bench_study_scaling.py)", "",
              f"Machine: {platform.node()}, {os.cpu_count()} CPU cores, CPU only (gloo), load average {load:.1f} "
