@@ -117,3 +117,12 @@ def test_add_scans_replaces_by_name_and_keeps_the_rest():
     trainer = CohortTrainer(study[:2], CohortConfig(max_steps=1, **FAST))
     trainer.add_scans([study[1], study[2]])
     assert [s.name for s in trainer.scans] == ["scan0", "scan1", "scan2"]
+
+
+def test_eta_counts_the_time_and_steps_left():
+    from napari_sparseseg.cohort.trainer import _eta
+
+    assert _eta(100.0, 900.0, None, 50, 0, 0.0) == 800.0  # time budget: the rest of it
+    assert _eta(10.0, 1e9, 100, 20, 0, 0.0) == 40.0  # steps: 0.5 s a step, 80 left
+    assert _eta(10.0, 30.0, 100, 20, 0, 0.0) == 20.0  # whichever ends first
+    assert _eta(5.0, 1e9, 100, 0, 0, 0.0) is None  # no step yet: no rate

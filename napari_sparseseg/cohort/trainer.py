@@ -251,7 +251,7 @@ class CohortTrainer:
         t0 = time.perf_counter() - self.elapsed_before
         paused_total = 0.0
         last_ev = last_ck = -1e9
-        start_step = self.step
+        start_step, start_elapsed = self.step, self.elapsed_before
         losses: dict[str, float] = {}
         while True:
             if self._pause.is_set() and not self._cancel.is_set():
@@ -294,8 +294,7 @@ class CohortTrainer:
             elapsed = time.perf_counter() - t0 - paused_total
             if elapsed - last_ev >= cfg.step_event_every_seconds:
                 last_ev = elapsed
-                done_frac = max(min(frac, 1.0), 1e-6)
-                eta = (elapsed - self.elapsed_before) * (1 - done_frac) / done_frac if self.step > start_step else None
+                eta = _eta(elapsed, budget, cfg.max_steps, self.step, start_step, start_elapsed)
                 yield CohortEvent("step", self.step, cfg.max_steps, elapsed, eta, dict(losses))
             if self.workdir is not None and elapsed - last_ck >= cfg.checkpoint_every_seconds and self.step > start_step:
                 last_ck = elapsed
@@ -325,4 +324,13 @@ class CohortTrainer:
     def save(self, path: str | Path) -> Path:
         """The model (first network only) as a checkpoint ``Trainer(init=...)`` and CohortModel load."""
         return save_checkpoint(path, self.model.state_dict(), self.metadata())
+
+
+def _eta(elapsed: float, budget: float, max_steps: int | None, step: int, start_step: int,
+         start_elapsed: float) -> float | None:
+    """Seconds left: the time budget's rest, or the steps left at this run's rate, whichever ends first."""
+    left = [max(budget - elapsed, 0.0)] if budget < 1e8 else []
+    if max_steps is not None and step > start_step:
+        left.append((elapsed - start_elapsed) / (step - start_step) * max(max_steps - step, 0))
+    return min(left) if left else None
 
