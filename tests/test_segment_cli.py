@@ -76,7 +76,7 @@ def test_segment_method_switch(hippo: dict[str, Path], capsys: pytest.CaptureFix
 
 @pytest.mark.parametrize("method", ["sa-net", "clg-vq", "rada", "dk-uxnet"])
 def test_segment_runs_each_seed_paper_method(hippo: dict[str, Path], method: str) -> None:
-    """Issue 6: every seed-paper method runs from the CLI and writes a label map on the image grid."""
+    """Every seed-paper method runs from the CLI and writes a label map on the image grid."""
     from napari_sparseseg.io import read_labels, read_volume
 
     out, unc = hippo["tmp"] / f"m_{method}.nii.gz", hippo["tmp"] / f"u_{method}.nii.gz"

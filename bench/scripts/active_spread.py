@@ -1,4 +1,4 @@
-"""Ablation of the two active-learning changes of issue 8, on the 4 hippocampus cases that tuned them.
+"""Ablation of the two active-learning changes (the spread around reviewed slices and the correction refinement), on the 4 hippocampus cases that tuned them.
 
     python bench/scripts/active_spread.py --out bench/results/active_spread   # ~15 min on 2 CPU cores
 

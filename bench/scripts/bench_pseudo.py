@@ -1,4 +1,4 @@
-"""Pseudo-label quality on ../shared/data: random walker (baseline) vs SAM vs walker+SAM fusion.
+"""Pseudo-label quality on the larger data set ($SPARSESEG_DATA): random walker (baseline) vs SAM vs walker+SAM fusion.
 
 ACDC uses its human scribbles (scribblesTr, background 4); hippocampus and brain tumour use 3
 simulated fully labelled slices along axis 0 (``annotations.simulate.simulate_slices``, seed 0).

@@ -1,7 +1,7 @@
 """Run the real CLI (``sparseseg simulate`` + ``sparseseg pseudo`` or ``segment``) on every shared case.
 
-Issue 4 asks that the CLI produce pseudo-labels and a confidence map for every shared case; issue 5
-that ``sparseseg segment`` run on every shared case (``--command segment``, outputs the label map and
+It checks that the CLI produces pseudo-labels and a confidence map for every shared case, and that
+``sparseseg segment`` runs on every shared case (``--command segment``, outputs the label map and
 the uncertainty map).  This
 script calls ``napari_sparseseg.cli.main`` in-process (the same code path as the console script,
 minus 229 interpreter start-ups), checks both outputs land on the image grid, and scores the

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The full benchmark of issue 8 (`sparseseg bench`, preset `full`) on a 16-core GPU machine, results in
+# The full benchmark (`sparseseg bench`, preset `full`) on a 16-core GPU machine, results in
 # bench/results/full and bench/results/full/RESULTS.md of this working copy; the JSON, the report and the log are
 # copied into $1 every 30 s so a timeout still leaves every finished row behind.  Only 6 files go to $1:
-# the device tool returns at most 8 per call (the plots are regenerated from the JSON with --report-only).
+# a GPU machine may hand back only a few files per run (the plots are regenerated from the JSON with --report-only).
 #
 #   SPARSESEG_DATA=/path/to/data bash bench/scripts/gpu_bench_full.sh OUT_DIR [extra bench args]
 #

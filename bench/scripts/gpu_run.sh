@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# One timed run on a many-core GPU machine: the seed-paper ablation (issue 6) and the cohort
-# pretraining test (issue 5) side by side, each in its own process pool, results tarred into $1.
+# One timed run on a many-core GPU machine: the seed-paper ablation and the cohort
+# pretraining test side by side, each in its own process pool, results tarred into $1.
 #
 #   SPARSESEG_DATA=/path/to/data bash bench/scripts/gpu_run.sh OUT_DIR
 #
@@ -23,11 +23,11 @@ export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE
 cat "$RES/env.txt"
 mkdir -p "$RES/ablation"
 ( $PY -m napari_sparseseg.cli bench $ABLATION_ARGS --fresh --out "$RES/ablation" --md "$RES/ablation/RESULTS.md" \
-    --label "ablation of issue 6 on a GPU machine (bench/scripts/gpu_run.sh)" > "$RES/ablation.log" 2>&1; echo "ablation rc $?" >> "$RES/ablation.log" ) &
+    --label "seed-paper ablation on a GPU machine (bench/scripts/gpu_run.sh)" > "$RES/ablation.log" 2>&1; echo "ablation rc $?" >> "$RES/ablation.log" ) &
 ABL=$!
 ( $PY bench/scripts/bench_cohort.py $COHORT_ARGS --out "$RES/cohort_results" > "$RES/cohort.log" 2>&1; echo "cohort rc $?" >> "$RES/cohort.log" ) &
 COH=$!
-# progress lines while waiting (the device tool returns only the tail of stdout)
+# progress lines while waiting (a remote run may hand back only the tail of stdout)
 while kill -0 $ABL 2>/dev/null || kill -0 $COH 2>/dev/null; do
   sleep 30
   echo "[$(date -u +%T)] ablation rows: $(cat "$RES"/ablation/rows.jsonl 2>/dev/null | wc -l); cohort: $(grep -c '^{' "$RES/cohort.log")"

@@ -7,8 +7,8 @@ pseudo-labels it asked for (``MethodSpec.pseudo``, computed once per case and se
 for the same kind), and returns a dense label map on the image grid.  Only ``supervised`` may look at
 ``case.gt`` (it is the upper bound); the others see the image and the marks only.
 
-Every method of :mod:`napari_sparseseg.methods` other than ``default`` (the seed-paper variants of
-issue 6) appears here automatically as kind ``seed-paper`` under its own name (:func:`sync_segment_methods`),
+Every method of :mod:`napari_sparseseg.methods` other than ``default`` (the seed-paper variants)
+appears here automatically as kind ``seed-paper`` under its own name (:func:`sync_segment_methods`),
 run through ``run_method(name, make_context(...))`` exactly like ``sparseseg`` runs ``default``, so the
 ablation table times and feeds them identically.  A bench-only method::
 

@@ -132,7 +132,7 @@ MethodFn = Callable[[MethodContext], MethodOutput]
 class MethodInfo:
     name: str
     fn: MethodFn
-    paper: str  # which seed paper (file in ../shared/seeds) or "engine"
+    paper: str  # which seed paper, or "engine"
     description: str
 
 

@@ -1,7 +1,7 @@
 """``clg-vq``: cross-latent graph + vector-quantised memory (Xu et al. 2026), slice-wise 2D.
 
 Paper: "Annotation-efficient medical image segmentation via cross-latent graphs and vector-quantized
-memory" (``../shared/seeds/cross-latent-graph-vq-memory.txt``).  Only the abstract is available, so
+memory".  Only the abstract is available, so
 there are no section or equation numbers to cite; each component below maps to one of the
 abstract's three "key principles", and every design detail the abstract leaves open is ours:
 

@@ -1,5 +1,5 @@
 """DK-UXNet (Wu, Li, Zhang: "Semi-supervised Medical Image Segmentation via Query Distribution
-Consistency"; ``../shared/seeds/dk-uxnet-query-distribution.txt``, code Rows21/DK-UXNet) adapted to
+Consistency"; code Rows21/DK-UXNet) adapted to
 one volume with sparse marks.
 
 What the paper does -> what runs here:

@@ -32,7 +32,7 @@ offline, so here:
 * Inference: the axial view (``infer_views="axial"``) or the mean of the three views (``"tri"``).
 
 One step = one AdamW step of the shared net on ``blocks`` blocks, all three views (see ``info``).
-Not built: the paper's pseudo-label propagation for barely-supervised data (the lead gives every
+Not built: the paper's pseudo-label propagation for barely-supervised data (the engine gives every
 method the same precomputed pseudo-labels), Alpha-CLIP itself.
 """
 

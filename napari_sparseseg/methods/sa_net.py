@@ -1,10 +1,10 @@
 """SA-Net: cross-supervision of a 3D network by two 2D networks and SAM (Su et al., MICCAI 2025).
 
-Mapping to the paper (``../shared/seeds/sa-net-sam-sparse-annotation.txt``):
+Mapping to the paper:
 
 * Sec. 2.1 / eq. 1, MIX(G, P) with SAM's threshold ``t``: the 2D nets' targets are
   ``ctx.prepared().pseudo`` -- the shared pseudo-labels (LiteMedSAM/walker fusion, computed once per
-  case by the lead) kept where their confidence >= ``config.threshold``, overwritten by the marks.
+  case by the engine) kept where their confidence >= ``config.threshold``, overwritten by the marks.
 * Sec. 2.1 / Fig. 1, "the data were sliced in two directions, generating transverse and coronal plane
   slices, which were employed to train the 2D segmentation networks": two 2D U-Nets, one on the
   transverse slices of each 3D crop (array axis 0 = slice axis), one on its coronal slices (images of

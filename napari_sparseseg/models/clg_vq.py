@@ -1,7 +1,7 @@
 """Networks of the cross-latent graph + vector-quantised memory method (``--method clg-vq``).
 
 Paper: Xu et al., "Annotation-efficient medical image segmentation via cross-latent graphs and
-vector-quantized memory" (2026; only the abstract is in ``../shared/seeds``).  Its three parts map
+vector-quantized memory" (2026; we had only its abstract).  Its three parts map
 to the classes here:
 
 * :class:`ClgVqNet` -- one shared 2D encoder, a segmentation decoder (U-Net skips) and an auxiliary
