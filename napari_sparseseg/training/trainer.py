@@ -278,7 +278,9 @@ class Trainer:
                 continue
             clock.resume()
             if self._apply_pending():
-                budget = clock.elapsed() + float(cfg.warm_budget_seconds or cfg.budget_seconds / 2)
+                # new marks or pseudo-labels get at least the warm budget, but never cut the time the
+                # user gave (complete SAM pseudo-labels 4 s into a 45 s run used to end it at 26 s)
+                budget = max(budget, clock.elapsed() + float(cfg.warm_budget_seconds or cfg.budget_seconds / 2))
                 next_preview = clock.elapsed() + float(cfg.first_preview_seconds)
                 sched_t0, sched_step0, scale = clock.elapsed(), self.step, float(cfg.warm_lr_scale)
             elapsed = clock.elapsed()
