@@ -27,6 +27,7 @@ def main(out: str, batch: int) -> None:
     res = {"rank": distributed.rank(), "world": distributed.world(), "scans_made": pseudo_events,
            "dice": (d[1] + d[2]) / 2, "first_weight": float(next(iter(trainer.model.parameters())).detach().flatten()[0])}
     Path(out).with_suffix(f".{distributed.rank()}.json").write_text(json.dumps(res))
+    distributed.finish()
 
 
 if __name__ == "__main__":

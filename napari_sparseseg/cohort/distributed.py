@@ -74,6 +74,15 @@ def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     return DDP(model, device_ids=ids)
 
 
+def finish() -> None:
+    """Wait for every process, then leave the group (a process that exits while a peer still talks
+    to it can be aborted by gloo, failing the whole run)."""
+    if not active():
+        return
+    td.barrier()
+    td.destroy_process_group()
+
+
 def sync_buffers(model: torch.nn.Module) -> None:
     """Copy rank 0's buffers (BatchNorm running statistics) to every process.
 

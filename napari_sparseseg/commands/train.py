@@ -125,14 +125,19 @@ def run(args: argparse.Namespace) -> int:
 
     last = drive(trainer, budget_seconds=args.budget_seconds, quiet=args.quiet, say=lambda m: _say(args, m, force=True))
     cancelled = last is None or last.kind == "cancelled"
-    if not distributed.is_main():
-        return 130 if cancelled else 0
-    if cancelled:  # the work folder's checkpoint lets --resume continue from here
-        from ..cohort.resume import save_resume
+    main = distributed.is_main()  # (asked before finish(): after it every process is "rank 0")
+    try:
+        if main:  # under torchrun one process writes; the others wait in finish()
+            if cancelled:  # the work folder's checkpoint lets --resume continue from here
+                from ..cohort.resume import save_resume
 
-        save_resume(trainer, workdir)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    trainer.save(args.output)
+                save_resume(trainer, workdir)
+            args.output.parent.mkdir(parents=True, exist_ok=True)
+            trainer.save(args.output)
+    finally:
+        distributed.finish()
+    if not main:
+        return 130 if cancelled else 0
     what = "cancelled: wrote the model trained so far to" if cancelled else "wrote"
     _say(args, f"{what} {args.output} ({trainer.step} steps, {time.perf_counter() - t0:.1f} s in total)"
                + ("; continue with --resume" if cancelled else ""), force=cancelled)
