@@ -11,7 +11,7 @@ import torch
 from _training_helpers import blobs, marks, tiny_config
 
 from napari_sparseseg.training import Trainer
-from napari_sparseseg.training.trainer import _changed_box
+from napari_sparseseg.training.config import changed_box as _changed_box
 
 
 def test_events_and_predictions_on_the_image_grid() -> None:

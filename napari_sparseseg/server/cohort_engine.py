@@ -8,7 +8,6 @@ pausable, resumable from its work folder) instead of the per-scan trainer.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import threading
 import traceback
@@ -18,7 +17,7 @@ from typing import Any
 from ..annotations.sparse import SparseAnnotation
 from ..errors import SparsesegError
 from ..io.volume import Volume
-from .engine import TERMINAL, EngineError, Snapshot
+from .engine import TERMINAL, EngineError, ThreadedSession
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -36,22 +35,17 @@ def cohort_config(options: dict[str, Any] | None, device: str):
         raise EngineError(f"bad cohort options ({exc})") from None
 
 
-class CohortSession:
+class CohortSession(ThreadedSession):
     """Scans in, one cohort model out; training runs in its own thread."""
 
+    _IDLE = "no cohort is training"
+    _NO_MODEL = "no cohort model yet: train first"
+
     def __init__(self, device: str = "auto", workdir: str | Path | None = None) -> None:
+        super().__init__()
         self.device = device
         self.workdir = Path(workdir) if workdir is not None else None
         self.scans: dict[str, tuple[Volume, SparseAnnotation | None]] = {}
-        self.trainer: Any = None
-        self._thread: threading.Thread | None = None
-        self._stop_requested = False
-        self._cond = threading.Condition()
-        self._snap = Snapshot(version=0, run=0, state="empty")
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
 
     def add_scan(self, name: str, image: Volume, annotation: SparseAnnotation | None) -> dict[str, Any]:
         """Add (or replace) one scan; a running cohort takes it at its next run."""
@@ -104,42 +98,6 @@ class CohortSession:
             traceback.print_exc()
             msg = str(exc) if isinstance(exc, SparsesegError) else f"{type(exc).__name__}: {exc}"
             self._update(state="error", message=msg)
-
-    def pause(self) -> None:
-        if self.trainer is None or not self.running:
-            raise EngineError("no cohort is training")
-        self.trainer.pause()
-        self._update(state="paused")
-
-    def resume(self) -> None:
-        if self.trainer is None or not self.running:
-            raise EngineError("no cohort is training")
-        self.trainer.resume()
-        self._update(state="training")
-
-    def stop(self, wait: float | None = None) -> None:
-        self._stop_requested = True
-        if self.trainer is not None:
-            self.trainer.resume()
-            self.trainer.cancel()
-        if wait and self._thread is not None:
-            self._thread.join(wait)
-
-    def save_model(self, path: str | Path) -> Path:
-        if self.trainer is None:
-            raise EngineError("no cohort model yet: train first")
-        return self.trainer.save(path)
-
-    def _update(self, **fields: Any) -> None:
-        with self._cond:
-            for k, v in fields.items():
-                setattr(self._snap, k, v)
-            self._snap.version += 1
-            self._cond.notify_all()
-
-    def snapshot(self) -> Snapshot:
-        with self._cond:
-            return dataclasses.replace(self._snap, losses=dict(self._snap.losses))
 
     def close(self, wait: float = 5.0) -> None:
         self.stop(wait=wait)

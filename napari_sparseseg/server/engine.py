@@ -68,10 +68,76 @@ def train_config(options: dict[str, Any] | None, device: str):
         raise EngineError(f"bad training options ({exc})") from None
 
 
-class EngineSession:
+class ThreadedSession:
+    """What a server session that trains in its own thread shares: the trainer's controls and the
+    versioned snapshot the stream reads (one condition variable, bumped on every change)."""
+
+    _IDLE = "nothing is training"
+    _NO_MODEL = "no model yet: train first"
+
+    def __init__(self) -> None:
+        self.trainer: Any = None
+        self._stop_requested = False
+        self._thread: threading.Thread | None = None
+        self._cond = threading.Condition()
+        self._snap = Snapshot(version=0, run=0, state="empty")
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def pause(self) -> None:
+        if self.trainer is None or not self.running:
+            raise EngineError(self._IDLE)
+        self.trainer.pause()
+        self._update(state="paused")
+
+    def resume(self) -> None:
+        if self.trainer is None or not self.running:
+            raise EngineError(self._IDLE)
+        self.trainer.resume()
+        self._update(state="training")
+
+    def stop(self, wait: float | None = None) -> None:
+        """Cancel training (honoured within about a second); the model keeps its weights."""
+        self._stop_requested = True
+        if self.trainer is not None:
+            self.trainer.resume()
+            self.trainer.cancel()
+        if wait and self._thread is not None:
+            self._thread.join(wait)
+
+    def save_model(self, path: str | Path) -> Path:
+        if self.trainer is None:
+            raise EngineError(self._NO_MODEL)
+        return self.trainer.save(path)
+
+    def _update(self, new_prediction: bool = False, **fields: Any) -> None:
+        with self._cond:
+            s = self._snap
+            for k, v in fields.items():
+                setattr(s, k, v)
+            s.version += 1
+            if new_prediction:
+                s.prediction_version += 1
+            self._cond.notify_all()
+
+    def snapshot(self) -> Snapshot:
+        with self._cond:
+            return dataclasses.replace(self._snap, losses=dict(self._snap.losses))
+
+    def wait_change(self, version: int, timeout: float) -> Snapshot:
+        """The snapshot once its version passes ``version`` (or after ``timeout`` seconds)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._snap.version > version, timeout)
+            return dataclasses.replace(self._snap, losses=dict(self._snap.losses))
+
+
+class EngineSession(ThreadedSession):
     """The loop of the napari widget, without napari: marks -> pseudo-labels -> training -> predictions."""
 
     def __init__(self, device: str = "auto", workdir: str | Path | None = None) -> None:
+        super().__init__()
         self.device = device
         self.workdir = Path(workdir) if workdir is not None else None
         self.image: Volume | None = None
@@ -79,16 +145,8 @@ class EngineSession:
         self.pseudo: Any = None
         self.pseudo_method: str | None = None
         self.init: dict[str, Any] | None = None
-        self.trainer: Any = None
-        self._stop_requested = False
-        self._thread: threading.Thread | None = None
-        self._cond = threading.Condition()
-        self._snap = Snapshot(version=0, run=0, state="empty")
 
     # ---------------------------------------------------------------------------- inputs
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
 
     def set_image(self, image: Volume) -> None:
         """A new image: forgets marks, pseudo-labels and model (they belonged to the old grid)."""
@@ -188,53 +246,6 @@ class EngineSession:
             traceback.print_exc()
             msg = str(exc) if isinstance(exc, SparsesegError) else f"{type(exc).__name__}: {exc}"
             self._update(state="error", message=msg)
-
-    def pause(self) -> None:
-        if self.trainer is None or not self.running:
-            raise EngineError("nothing is training")
-        self.trainer.pause()
-        self._update(state="paused")
-
-    def resume(self) -> None:
-        if self.trainer is None or not self.running:
-            raise EngineError("nothing is training")
-        self.trainer.resume()
-        self._update(state="training")
-
-    def stop(self, wait: float | None = None) -> None:
-        """Cancel training (honoured within about a second); the model keeps its weights."""
-        self._stop_requested = True
-        if self.trainer is not None:
-            self.trainer.resume()
-            self.trainer.cancel()
-        if wait and self._thread is not None:
-            self._thread.join(wait)
-
-    def save_model(self, path: str | Path) -> Path:
-        if self.trainer is None:
-            raise EngineError("no model yet: train first")
-        return self.trainer.save(path)
-
-    # ---------------------------------------------------------------------------- watching
-    def _update(self, new_prediction: bool = False, **fields: Any) -> None:
-        with self._cond:
-            s = self._snap
-            for k, v in fields.items():
-                setattr(s, k, v)
-            s.version += 1
-            if new_prediction:
-                s.prediction_version += 1
-            self._cond.notify_all()
-
-    def snapshot(self) -> Snapshot:
-        with self._cond:
-            return dataclasses.replace(self._snap, losses=dict(self._snap.losses))
-
-    def wait_change(self, version: int, timeout: float) -> Snapshot:
-        """The snapshot once its version passes ``version`` (or after ``timeout`` seconds)."""
-        with self._cond:
-            self._cond.wait_for(lambda: self._snap.version > version, timeout)
-            return dataclasses.replace(self._snap, losses=dict(self._snap.losses))
 
     def result(self) -> tuple[np.ndarray, np.ndarray | None]:
         """The newest full prediction and uncertainty (float32), for the final download."""

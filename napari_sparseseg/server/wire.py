@@ -29,6 +29,7 @@ import numpy as np
 from ..annotations.sparse import SparseAnnotation
 from ..errors import SparsesegError
 from ..io.volume import Volume
+from ..training.config import changed_box
 
 Box = tuple[slice, ...]
 #: streamed uncertainty is sent in steps of 1/UNC_LEVELS
@@ -135,22 +136,6 @@ def scan_from_npz(data: bytes, max_bytes: int, name: str) -> tuple[Volume, Spars
 
 
 # ---------------------------------------------------------------------------- streamed updates
-def changed_box(old: np.ndarray | None, new: np.ndarray, tolerance: int = 0) -> Box | None:
-    """Bounding box of voxels that differ by more than ``tolerance`` (the whole grid when there is
-    nothing to compare with)."""
-    if old is None or old.shape != new.shape:
-        return tuple(slice(0, s) for s in new.shape)
-    diff = old != new if tolerance == 0 else np.abs(old.astype(np.int16) - new.astype(np.int16)) > tolerance
-    if not diff.any():
-        return None
-    box = []
-    for ax in range(diff.ndim):
-        other = tuple(a for a in range(diff.ndim) if a != ax)
-        idx = np.flatnonzero(diff.any(axis=other))
-        box.append(slice(int(idx[0]), int(idx[-1]) + 1))
-    return tuple(box)
-
-
 def quantise_uncertainty(unc: np.ndarray) -> np.ndarray:
     return np.round(np.clip(np.asarray(unc, dtype=np.float32), 0, 1) * UNC_LEVELS).astype(np.uint8)
 

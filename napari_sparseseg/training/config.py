@@ -122,3 +122,20 @@ class TrainEvent:
     uncertainty: np.ndarray | None = None
     changed: tuple[slice, slice, slice] | None = None
     message: str = ""
+
+
+def changed_box(old: np.ndarray | None, new: np.ndarray, tolerance: int = 0) -> tuple[slice, ...] | None:
+    """Bounding box of voxels that differ by more than ``tolerance`` (the whole grid when there is no
+    previous map; None when nothing changed): what a streamed prediction needs to send or repaint."""
+    if old is None or old.shape != new.shape:
+        return tuple(slice(0, s) for s in new.shape)
+    diff = old != new if tolerance == 0 else np.abs(old.astype(np.int16) - new.astype(np.int16)) > tolerance
+    if not diff.any():
+        return None
+    box = []
+    for ax in range(diff.ndim):
+        other = tuple(a for a in range(diff.ndim) if a != ax)
+        idx = np.flatnonzero(diff.any(axis=other))
+        box.append(slice(int(idx[0]), int(idx[-1]) + 1))
+    return tuple(box)
+

@@ -23,7 +23,7 @@ from ..io.volume import Volume
 from ..models.networks import NetworkSpec, build_network, choose_network, default_spec
 from . import augment as aug
 from .checkpoint import check_compatible, load_checkpoint, save_checkpoint
-from .config import TrainConfig, TrainEvent, cosine_lr
+from .config import TrainConfig, TrainEvent, changed_box, cosine_lr
 from .data import TrainingData, build_training_data, channel_to_class, crop_batch, percentile_zscore
 from .inference import predict_outputs, predict_probabilities
 from .losses import consistency, partial_ce, soft_dice, weighted_ce
@@ -312,7 +312,7 @@ class Trainer:
         if outs is None:
             return None
         labels, unc = outs
-        changed = _changed_box(self._last_labels, labels)
+        changed = changed_box(self._last_labels, labels)
         self._last_labels = labels
         el = clock.elapsed()
         return TrainEvent(kind, self.step, el, max(budget - el, 0.0), lr, dict(losses), labels, unc, changed)
@@ -359,19 +359,6 @@ class _PausableClock:
         return now - self._t0 - self._paused_total
 
 
-def _changed_box(old: np.ndarray | None, new: np.ndarray) -> tuple[slice, slice, slice] | None:
-    """Bounding box of voxels whose label differs (the whole grid when there is no previous map)."""
-    if old is None or old.shape != new.shape:
-        return tuple(slice(0, s) for s in new.shape)  # type: ignore[return-value]
-    diff = old != new
-    if not diff.any():
-        return None
-    box = []
-    for ax in range(diff.ndim):
-        other = tuple(a for a in range(diff.ndim) if a != ax)
-        idx = np.flatnonzero(diff.any(axis=other))
-        box.append(slice(int(idx[0]), int(idx[-1]) + 1))
-    return tuple(box)  # type: ignore[return-value]
 
 
 __all__ = ["Trainer", "TrainConfig", "TrainEvent", "pick_device", "IGNORE_INDEX"]
